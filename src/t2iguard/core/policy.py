@@ -1,0 +1,264 @@
+"""The policy: per category and per stage, a threshold and an action.
+
+A policy is a YAML file validated by pydantic (unknown keys are errors, not ignored). The
+default policy ships in the package (``t2iguard/policies/default.yaml``) and documents every
+field. Resolution of a (stage, category) pair: the stage's per-category rule, else the stage's
+``threshold`` with the category's action, else the category's own threshold and action.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from t2iguard.core.decision import Finding, PolicyRef, TraceEntry
+from t2iguard.core.errors import PolicyError
+from t2iguard.core.types import Action, Category, Phase
+
+ZERO_TOLERANCE = frozenset({Category.MINORS})
+"""Categories that are always blocked and never rewritten, whatever a policy says."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CategoryPolicy(_Strict):
+    """How a category is enforced by default, across all stages."""
+
+    action: Action = Action.BLOCK
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    description: str = ""
+    zero_tolerance: bool = False
+
+
+class Rule(_Strict):
+    """A stage's override for one category. ``enabled: false`` ignores the category there."""
+
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    action: Action | None = None
+    enabled: bool = True
+
+
+class StageConfig(_Strict):
+    """One stage of the pipeline, as the policy configures it."""
+
+    stage: str = Field(description="registry name of the stage implementation")
+    name: str | None = Field(default=None, description="instance name; defaults to `stage`")
+    enabled: bool = True
+    params: dict[str, Any] = Field(default_factory=dict)
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    categories: dict[Category, Rule] = Field(default_factory=dict)
+    on_error: Action | None = None
+    timeout_s: float | None = Field(default=None, gt=0)
+    phases: list[Phase] | None = Field(
+        default=None, description="phases this instance runs in; defaults to the stage's own"
+    )
+
+    @property
+    def instance_name(self) -> str:
+        return self.name or self.stage
+
+    @field_validator("on_error")
+    @classmethod
+    def _fail_closed(cls, v: Action | None) -> Action | None:
+        if v is not None and v < Action.REVIEW:
+            raise ValueError("on_error must be 'review' or 'block' (checks fail closed)")
+        return v
+
+
+class Limits(_Strict):
+    """Input limits. Inputs beyond them are rejected with a clear error before any model runs."""
+
+    max_prompt_chars: int = Field(default=4000, gt=0)
+    max_image_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    max_image_pixels: int = Field(default=40_000_000, gt=0)
+    max_image_side: int = Field(default=16_384, gt=0)
+    max_images: int = Field(default=16, gt=0)
+
+
+class RegenerationPolicy(_Strict):
+    """Regeneration instead of refusal: retry with safety guidance at escalating strength."""
+
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    time_budget_s: float = Field(default=120.0, gt=0)
+    strengths: list[str] = Field(default_factory=lambda: ["medium", "strong", "max"])
+    fallback: Action = Action.BLOCK
+    new_seed: bool = True
+
+    @field_validator("fallback")
+    @classmethod
+    def _fallback(cls, v: Action) -> Action:
+        if v < Action.REVIEW:
+            raise ValueError("regeneration fallback must be 'review' or 'block'")
+        return v
+
+
+class StagePolicy:
+    """The slice of a policy one stage instance needs to turn findings into actions."""
+
+    def __init__(self, policy: Policy, config: StageConfig, phase: Phase) -> None:
+        self.policy = policy
+        self.config = config
+        self.phase = phase
+        self.name = config.instance_name
+
+    def rule(self, category: Category) -> tuple[float, Action, bool]:
+        """Return (threshold, action, enabled) for ``category`` at this stage."""
+        cat = self.policy.category(category)
+        rule = self.config.categories.get(category)
+        threshold = cat.threshold if self.config.threshold is None else self.config.threshold
+        action = cat.action
+        enabled = True
+        if rule is not None:
+            threshold = rule.threshold if rule.threshold is not None else threshold
+            action = rule.action or action
+            enabled = rule.enabled
+        if category in ZERO_TOLERANCE or cat.zero_tolerance:
+            action = Action.BLOCK
+            enabled = True
+        return threshold, action, enabled
+
+    def judge(self, finding: Finding) -> TraceEntry:
+        """Apply the policy to one finding."""
+        threshold, action, enabled = self.rule(finding.category)
+        hit = enabled and finding.score >= threshold
+        message = finding.message
+        if not enabled:
+            message = (message + "; " if message else "") + "category disabled at this stage"
+        return TraceEntry(
+            stage=self.name,
+            phase=self.phase,
+            category=finding.category,
+            score=round(finding.score, 6),
+            threshold=threshold,
+            action=action if hit else Action.ALLOW,
+            evidence=finding.evidence,
+            message=message,
+        )
+
+    @property
+    def on_error(self) -> Action:
+        return self.config.on_error or self.policy.on_error
+
+
+class Policy(_Strict):
+    """A complete policy. Build with :func:`load_policy` or :func:`default_policy`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    version: str = "1"
+    description: str = ""
+    on_error: Action = Action.BLOCK
+    short_circuit: bool = True
+    limits: Limits = Field(default_factory=Limits)
+    categories: dict[Category, CategoryPolicy] = Field(default_factory=dict)
+    stages: list[StageConfig] = Field(default_factory=list)
+    regeneration: RegenerationPolicy = Field(default_factory=RegenerationPolicy)
+    source: str | None = Field(default=None, exclude=True)
+
+    @field_validator("on_error")
+    @classmethod
+    def _on_error(cls, v: Action) -> Action:
+        if v < Action.REVIEW:
+            raise ValueError("on_error must be 'review' or 'block' (checks fail closed)")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> Policy:
+        for cat in ZERO_TOLERANCE:
+            cp = self.categories.get(cat)
+            if cp is not None and cp.action != Action.BLOCK:
+                raise ValueError(f"category '{cat}' is zero tolerance: its action must be 'block', not '{cp.action}'")
+        for name, cp in self.categories.items():
+            if cp.zero_tolerance and cp.action != Action.BLOCK:
+                raise ValueError(f"category '{name}' is zero_tolerance but its action is '{cp.action}'")
+        seen: set[str] = set()
+        for sc in self.stages:
+            if sc.instance_name in seen:
+                raise ValueError(f"stage name '{sc.instance_name}' is used twice; give one a distinct `name`")
+            seen.add(sc.instance_name)
+            for cat, rule in sc.categories.items():
+                zt = cat in ZERO_TOLERANCE or self.category(cat).zero_tolerance
+                if zt and rule.action is not None and rule.action != Action.BLOCK:
+                    raise ValueError(
+                        f"stage '{sc.instance_name}': category '{cat}' is zero tolerance; "
+                        f"it cannot be set to '{rule.action}'"
+                    )
+                if zt and not rule.enabled:
+                    raise ValueError(f"stage '{sc.instance_name}': zero-tolerance category '{cat}' cannot be disabled")
+        return self
+
+    def category(self, category: Category) -> CategoryPolicy:
+        """The category's settings; a category the file omits is enforced with the defaults
+        (block at 0.5), so forgetting a category fails closed."""
+        found = self.categories.get(category)
+        if found is not None:
+            return found
+        return CategoryPolicy(zero_tolerance=category in ZERO_TOLERANCE)
+
+    def stage_policy(self, config: StageConfig, phase: Phase) -> StagePolicy:
+        return StagePolicy(self, config, phase)
+
+    @cached_property
+    def sha256(self) -> str:
+        dumped = yaml.safe_dump(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(dumped.encode()).hexdigest()
+
+    @property
+    def ref(self) -> PolicyRef:
+        return PolicyRef(name=self.name, version=self.version, sha256=self.sha256)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_defaults=False), sort_keys=False, allow_unicode=True)
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid policy {source}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"  - {loc}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def policy_from_dict(data: Any, source: str = "<dict>") -> Policy:
+    """Validate a parsed policy document."""
+    if not isinstance(data, dict):
+        raise PolicyError(f"invalid policy {source}: the document must be a mapping, got {type(data).__name__}")
+    try:
+        policy = Policy.model_validate({**data, "source": source})
+    except ValidationError as err:
+        raise PolicyError(_format_validation_error(err, source)) from None
+    return policy
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Load and validate a policy file (YAML)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PolicyError(f"policy file not found: {p}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"cannot read policy file {p}: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"policy file {p} is not valid YAML: {exc}") from None
+    return policy_from_dict(data, str(p))
+
+
+def default_policy_path() -> Path:
+    return Path(str(resources.files("t2iguard.policies").joinpath("default.yaml")))
+
+
+def default_policy() -> Policy:
+    """The documented default policy shipped in the package."""
+    return load_policy(default_policy_path())

@@ -1,0 +1,379 @@
+"""Per-category term lists matched on the normalized prompt.
+
+The matcher runs one Aho-Corasick automaton (``pyahocorasick``) over the run-length-encoded
+skeleton of the prompt (see :mod:`t2iguard.prompt.normalize`), so a single pass finds every term
+of every category in its leetspeak, homoglyph, separated and stretched forms. A hit counts only
+if it is aligned with word (or in-word piece) boundaries — ``cocktail`` and ``therapist`` never
+match — and if every letter run of the prompt is at least as long as the term's (``naaaked``
+matches ``naked``; ``as`` does not match ``ass``). Per-category allow phrases ("kill the lights",
+"chicken breast") cancel hits inside them. Words that are not English words get a bounded fuzzy
+match (Levenshtein distance 1, or 2 from 8 letters) and masked letters (``p*rn``) a wildcard
+match, both at a slightly lower score.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import ahocorasick
+from pydantic import BaseModel, ConfigDict, Field
+from rapidfuzz import process
+from rapidfuzz.distance import Levenshtein
+
+from t2iguard.core.decision import Finding, StageResult
+from t2iguard.core.stage import ModelCache, PromptContext, PromptStage
+from t2iguard.core.types import Category
+from t2iguard.prompt.lexicon import STRONG, Escalation, Lexicon, Term
+from t2iguard.prompt.normalize import (
+    LEET,
+    SKELETON_LETTERS,
+    NormalizedText,
+    Normalizer,
+    default_normalizer,
+    english_vocabulary,
+)
+from t2iguard.prompt.vocabulary import Vocabulary
+
+FUZZY_FACTOR = {1: 0.95, 2: 0.9}
+MASK_FACTOR = 0.9
+
+
+@dataclass(frozen=True)
+class Match:
+    term: Term
+    start: int
+    end: int
+    matched: str
+    how: str  # "exact" | "fuzzy" | "masked" | "pattern" | "escalated"
+    runs: tuple[int, int] = (0, 0)
+    distance: int = 0
+
+    @property
+    def score(self) -> float:
+        if self.how == "fuzzy":
+            return self.term.weight * FUZZY_FACTOR.get(self.distance, 0.85)
+        if self.how == "masked":
+            return self.term.weight * MASK_FACTOR
+        return self.term.weight
+
+    def evidence(self) -> dict[str, Any]:
+        ev: dict[str, Any] = {
+            "term": self.term.phrase,
+            "matched": self.matched,
+            "span": [self.start, self.end],
+            "how": self.how,
+            "strength": self.term.kind,
+        }
+        if self.distance:
+            ev["distance"] = self.distance
+        if not self.term.builtin:
+            ev["lexicon"] = self.term.source
+        return ev
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    term: Term
+    counts: tuple[int, ...]
+    boundaries: frozenset[int]  # run offsets where the term may cross a word boundary
+
+
+def _allowed_by(allow: Match, hit: Match) -> bool:
+    """True when ``hit`` lies inside the allow phrase ``allow`` of its category (or of all)."""
+    same = allow.term.category is None or allow.term.category == hit.term.category
+    return same and allow.runs[0] <= hit.runs[0] and hit.runs[1] <= allow.runs[1]
+
+
+def _runs(skeleton: str) -> list[tuple[str, int, int, int]]:
+    """Run-length encode: (char, count, start, end) per run."""
+    out: list[tuple[str, int, int, int]] = []
+    i = 0
+    n = len(skeleton)
+    while i < n:
+        j = i + 1
+        ch = skeleton[i]
+        while j < n and skeleton[j] == ch:
+            j += 1
+        out.append((ch, j - i, i, j))
+        i = j
+    return out
+
+
+class BlocklistMatcher:
+    """Compiled lexicon. Thread-safe after construction."""
+
+    def __init__(
+        self, lexicon: Lexicon, normalizer: Normalizer, vocabulary: Vocabulary | None, *, fuzzy: bool = True
+    ) -> None:
+        self.lexicon = lexicon
+        self.normalizer = normalizer
+        self.vocabulary = vocabulary
+        self.fuzzy = fuzzy
+        self._automaton = ahocorasick.Automaton()
+        keyed: dict[str, list[_Compiled]] = defaultdict(list)
+        single: dict[str, list[Term]] = defaultdict(list)
+        by_len: dict[int, list[str]] = defaultdict(list)
+        allow_words: set[str] = set()
+        for term in lexicon.terms:
+            norm = normalizer.normalize(term.phrase)
+            if not norm.words:
+                continue
+            chars: list[str] = []
+            counts: list[int] = []
+            bounds: set[int] = set()
+            for w in norm.words:
+                if chars:
+                    bounds.add(len(chars))
+                run_of_pos: dict[int, int] = {}
+                for ch, cnt, s, _e in _runs(w.skeleton):
+                    run_of_pos[s] = len(chars)
+                    chars.append(ch)
+                    counts.append(cnt)
+                for b in w.bounds:
+                    if b in run_of_pos and run_of_pos[b] > 0:
+                        bounds.add(run_of_pos[b])
+            key = "".join(chars)
+            keyed[key].append(_Compiled(term, tuple(counts), frozenset(bounds)))
+            if term.kind == "allow":
+                allow_words.update(w.text for w in norm.words)
+            elif len(norm.words) == 1 and len(key) >= 4:
+                if term not in single[key]:
+                    single[key].append(term)
+                if key not in by_len[len(key)]:
+                    by_len[len(key)].append(key)
+        for key, compiled in keyed.items():
+            self._automaton.add_word(key, (key, tuple(compiled)))
+        if keyed:
+            self._automaton.make_automaton()
+        self._empty = not keyed
+        self._single = dict(single)
+        self._single_keys = list(single)
+        self._by_len = dict(by_len)
+        self._allow_words = frozenset(allow_words)
+
+    # ---- matching ----------------------------------------------------------------------
+    def match(self, norm: NormalizedText) -> list[Match]:
+        """All non-allowed matches in ``norm``, strongest first."""
+        words = norm.words
+        chars: list[str] = []
+        counts: list[int] = []
+        run_word: list[int] = []
+        run_start: list[int] = []
+        run_end: list[int] = []
+        for wi, w in enumerate(words):
+            for ch, cnt, s, e in _runs(w.skeleton):
+                chars.append(ch)
+                counts.append(cnt)
+                run_word.append(wi)
+                run_start.append(s)
+                run_end.append(e)
+        stream = "".join(chars)
+        hits: list[Match] = []
+        allows: list[Match] = []
+        covered_words: set[int] = set()
+        if not self._empty and stream:
+            for end_idx, (key, compiled) in self._automaton.iter(stream):
+                e = end_idx + 1
+                s = e - len(key)
+                ws, we = run_word[s], run_word[e - 1]
+                if run_start[s] not in words[ws].bounds or run_end[e - 1] not in words[we].bounds:
+                    continue
+                crossings = [k - s for k in range(s + 1, e) if run_word[k] != run_word[k - 1]]
+                for c in compiled:
+                    if any(k not in c.boundaries for k in crossings):
+                        continue
+                    if any(counts[s + j] < c.counts[j] for j in range(len(c.counts))):
+                        continue
+                    o_start = words[ws].src[run_start[s]]
+                    o_end = words[we].src[run_end[e - 1] - 1] + 1
+                    m = Match(c.term, o_start, o_end, norm.original[o_start:o_end], "exact", (s, e))
+                    if c.term.kind == "allow":
+                        allows.append(m)
+                    else:
+                        hits.append(m)
+                        covered_words.update(range(ws, we + 1))
+        if allows:
+            hits = [
+                h
+                for h in hits
+                if not any(
+                    (a.term.category is None or a.term.category == h.term.category)
+                    and a.runs[0] <= h.runs[0]
+                    and h.runs[1] <= a.runs[1]
+                    for a in allows
+                )
+            ]
+            for a in allows:
+                covered_words.update(range(run_word[a.runs[0]], run_word[a.runs[1] - 1] + 1))
+        if self.fuzzy:
+            hits += self._fuzzy(norm, covered_words)
+        for rule in self.lexicon.patterns:
+            for pm in rule.regex.finditer(norm.text):
+                term = Term(
+                    rule.category, rule.name, rule.score, "weak" if rule.score < STRONG else "strong", "pattern"
+                )
+                hits.append(Match(term, 0, len(norm.original), pm.group(0), "pattern"))
+        hits.sort(key=lambda m: (-m.score, m.start))
+        return hits
+
+    def _fuzzy(self, norm: NormalizedText, covered: set[int]) -> list[Match]:
+        out: list[Match] = []
+        vocab = self.vocabulary
+        for wi, w in enumerate(norm.words):
+            if wi in covered or w.text in self._allow_words or w.canonical in self._allow_words:
+                continue
+            if vocab is not None and (w.text in vocab or w.canonical in vocab):
+                continue
+            key = "".join(ch for ch, _c, _s, _e in _runs(w.skeleton))
+            if w.masked:
+                found = self._masked(w.text, w.bounds, dict(w.masked))
+                if found is not None:
+                    for term in self._single[found]:
+                        out.append(Match(term, w.start, w.end, norm.original[w.start : w.end], "masked"))
+                    continue
+            if len(key) < 4 or not any(c.isalpha() for c in key):
+                continue
+            max_d = 1 if len(key) < 8 else 2
+            best = process.extractOne(key, self._single_keys, scorer=Levenshtein.distance, score_cutoff=max_d)
+            if best is None:
+                continue
+            found_key, dist, _ = best
+            if dist == 0:
+                continue
+            if len(key) == 4 and (len(found_key) < 5 or found_key[0] != key[0]):
+                # a 4-letter word only matches a longer term with a dropped letter ("nakd")
+                continue
+            for term in self._single[found_key]:
+                out.append(Match(term, w.start, w.end, norm.original[w.start : w.end], "fuzzy", distance=int(dist)))
+        return out
+
+    def _masked(self, text: str, bounds: frozenset[int], masked: dict[int, int]) -> str | None:
+        """Match ``p*rn``/``f**k`` against single-word terms: one wildcard letter per mask character."""
+        pattern_parts: list[str] = []
+        last = 0
+        for pos in sorted(bounds):
+            if pos == 0:
+                continue
+            pattern_parts.append(re.escape(text[last:pos]))
+            if pos in masked:
+                pattern_parts.append("." * masked[pos])
+            last = pos
+        skeleton_rx = "".join(pattern_parts)
+        skel = "".join(SKELETON_LETTERS.get(c, LEET.get(c, c)) for c in skeleton_rx)
+        try:
+            rx = re.compile(skel)
+        except re.error:
+            return None
+        for key in self._single_keys:
+            if rx.fullmatch(key):
+                return key
+        return None
+
+
+class BlocklistStage(PromptStage):
+    """Matches the built-in (or configured) per-category term lists against the prompt."""
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid", frozen=True)
+
+        lexicons: list[str] = Field(
+            default_factory=lambda: ["builtin"],
+            description="'builtin' and/or paths to lexicon YAML files or directories",
+        )
+        extra_terms: dict[Category, list[str]] = Field(
+            default_factory=dict, description="extra strong terms per category"
+        )
+        extra_allow: dict[Category, list[str]] = Field(
+            default_factory=dict, description="extra allow phrases per category"
+        )
+        fuzzy: bool = True
+
+    covers: ClassVar[frozenset[Category]] = frozenset(
+        {
+            Category.SEXUAL,
+            Category.MINORS,
+            Category.VIOLENCE,
+            Category.SELF_HARM,
+            Category.HATE,
+            Category.HARASSMENT,
+            Category.ILLEGAL,
+            Category.SHOCKING,
+            Category.POLITICAL_MISINFORMATION,
+        }
+    )
+
+    def __init__(self, policy: Any, params: BaseModel, models: ModelCache) -> None:
+        super().__init__(policy, params, models)
+        self._matcher: BlocklistMatcher | None = None
+
+    @property
+    def matcher(self) -> BlocklistMatcher:
+        if self._matcher is None:
+            p: BlocklistStage.Params = self.params  # type: ignore[assignment]
+            key = (
+                "blocklist",
+                tuple(p.lexicons),
+                repr(sorted(p.extra_terms.items())),
+                repr(sorted(p.extra_allow.items())),
+                p.fuzzy,
+            )
+            self._matcher = self.models.get(key, lambda: build_matcher(p, self.models))
+        return self._matcher
+
+    def warmup(self) -> None:
+        _ = self.matcher
+
+    def scan(self, ctx: PromptContext) -> StageResult:
+        matcher = self.matcher
+        norm = ctx.normalized or matcher.normalizer.normalize(ctx.text)
+        matches = matcher.match(norm)
+        return self.result(findings_from_matches(matches, matcher.lexicon.escalations))
+
+
+def build_matcher(params: BlocklistStage.Params, models: ModelCache) -> BlocklistMatcher:
+    lex = Lexicon()
+    for name in params.lexicons:
+        lex.extend(Lexicon.builtin() if name == "builtin" else Lexicon.load(name))
+    for cat, phrases in params.extra_terms.items():
+        lex.terms += [Term(cat, p.strip().lower(), STRONG, "strong", "policy") for p in phrases if p.strip()]
+    for cat, phrases in params.extra_allow.items():
+        lex.terms += [Term(cat, p.strip().lower(), 0.0, "allow", "policy") for p in phrases if p.strip()]
+    return BlocklistMatcher(lex, default_normalizer(models), english_vocabulary(models), fuzzy=params.fuzzy)
+
+
+def findings_from_matches(matches: Iterable[Match], escalations: Sequence[Escalation] = ()) -> list[Finding]:
+    """One finding per category: the strongest match, with the others listed as evidence."""
+    by_cat: dict[Category, list[Match]] = defaultdict(list)
+    for m in matches:
+        if m.term.category is not None:
+            by_cat[m.term.category].append(m)
+    best: dict[Category, float] = {c: max(m.score for m in ms) for c, ms in by_cat.items()}
+    escalated: dict[Category, tuple[float, Category, Match]] = {}
+    for rule in escalations:
+        if rule.category in by_cat and best.get(rule.with_category, 0.0) >= rule.min:
+            current = escalated.get(rule.category)
+            if rule.score > best[rule.category] and (current is None or rule.score > current[0]):
+                partner = max(by_cat[rule.with_category], key=lambda m: m.score)
+                escalated[rule.category] = (rule.score, rule.with_category, partner)
+    findings: list[Finding] = []
+    for cat, ms in by_cat.items():
+        top = ms[0]
+        score = best[cat]
+        ev = top.evidence()
+        if len(ms) > 1:
+            ev["also"] = [m.matched for m in ms[1:6]]
+        message = f"{top.term.kind} term {top.term.phrase!r} ({top.how})"
+        if cat in escalated:
+            score, partner_cat, partner = escalated[cat]
+            ev["escalated_with"] = {
+                "category": str(partner_cat),
+                "term": partner.term.phrase,
+                "matched": partner.matched,
+            }
+            message += f" together with {partner_cat} term {partner.term.phrase!r}"
+        findings.append(Finding(category=cat, score=min(score, 1.0), evidence=ev, message=message))
+    return findings

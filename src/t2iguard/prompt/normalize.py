@@ -1,0 +1,408 @@
+"""Canonical forms of a prompt against obfuscation, with a map back to the original.
+
+Attackers hide unsafe words from keyword filters with Unicode tricks and spelling games (the
+character-level attacks of SneakyPrompt, Yang et al., IEEE S&P 2024, and the MMA-Diffusion and
+Ring-A-Bell prompt sets). :class:`Normalizer` undoes them:
+
+* Unicode NFKC (full-width forms, mathematical alphanumerics, ligatures, circled letters),
+* homoglyph folding with the Unicode confusables table (Cyrillic ``а`` → ``a``),
+* removal of zero-width, format, control and combining characters; diacritics stripped,
+* leetspeak (``n4k3d``, ``k1ll``, ``$ex``) inside words that contain letters,
+* separators inside words (``s u i c i d e``, ``n.a.k.e.d``, ``n-a-k-e-d``, ``n_a_k_e_d``),
+* repeated letters (``naaaaked``), matched by run length so that ``as`` never matches ``ass``.
+
+The result keeps the original text for display, a canonical text for classifiers, and for every
+word the index of each character in the original, so evidence can point at what the user wrote.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from typing import ClassVar
+
+from t2iguard.core.decision import StageResult
+from t2iguard.core.stage import ModelCache, PromptContext, PromptStage
+from t2iguard.core.types import Phase
+from t2iguard.prompt.vocabulary import Vocabulary
+
+# Leetspeak: what a digit or symbol stands for inside a word that also has letters.
+LEET: dict[str, str] = {
+    "0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "6": "g", "7": "t", "8": "b", "9": "g",
+    "@": "a", "$": "s", "!": "i", "|": "i", "+": "t", "€": "e", "£": "l", "¢": "c",
+}  # fmt: skip
+# Characters that may stand for either of two letters; canonical decoding tries both.
+LEET_AMBIGUOUS: dict[str, str] = {"1": "il", "|": "il", "!": "il", "£": "l"}
+# In the matching skeleton, letters that obfuscation makes interchangeable share one symbol.
+SKELETON_LETTERS: dict[str, str] = {"l": "i"}
+# Symbols that can be part of a word anywhere ("$ex", "@ss") and only between letters ("k!ll").
+_WORD_SYMBOLS = "@$€£¢"
+_INNER_SYMBOLS = "!|+"
+# Separators that may split a word ("n.a.k.e.d"); masks hide one letter ("p*rn").
+SEPARATORS = frozenset(".-_*~·•/\\:;,'`^=\"#%&()[]{}<>")
+MASKS = frozenset("*#%")
+_MAX_JOIN_GAP = 3
+_MAX_AMBIGUOUS = 4
+
+_PIECE_RE = re.compile(rf"(?:[^\W_]|[{re.escape(_WORD_SYMBOLS)}]|(?<=[^\W_])[{re.escape(_INNER_SYMBOLS)}](?=[^\W_]))+")
+_RUN3_RE = re.compile(r"(.)\1{2,}")
+
+# Letters with no Unicode decomposition that obfuscators use as letters.
+_EXTRA_FOLDS: dict[str, str] = {}
+for _i in range(26):
+    _EXTRA_FOLDS[chr(0x1F1E6 + _i)] = chr(ord("a") + _i)  # regional indicators 🇦..🇿
+    _EXTRA_FOLDS[chr(0x1F150 + _i)] = chr(ord("a") + _i)  # negative circled 🅐..🅩
+    _EXTRA_FOLDS[chr(0x1F170 + _i)] = chr(ord("a") + _i)  # negative squared 🅰..🆉
+_EXTRA_FOLDS.update({"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "đ": "d", "ł": "l", "ı": "i"})
+
+_INVISIBLE_CATEGORIES = frozenset({"Cf", "Cc", "Co", "Cn", "Cs"})
+
+
+@lru_cache(maxsize=1)
+def _confusables() -> dict[str, str]:
+    """Non-ASCII character -> the ASCII letter/digit it looks like (Unicode confusables.txt,
+    via the data file of the ``confusable_homoglyphs`` package)."""
+    ref = resources.files("confusable_homoglyphs").joinpath("confusables.json")
+    data: dict[str, list[dict[str, str]]] = json.loads(ref.read_text(encoding="utf-8"))
+    out: dict[str, str] = {}
+    # Letters first, so a glyph confusable with both "l" and "1" folds to the letter.
+    keys = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    keys += [chr(c) for c in range(ord("A"), ord("Z") + 1)]
+    keys += [chr(c) for c in range(ord("0"), ord("9") + 1)]
+    for key in keys:
+        for entry in data.get(key, ()):
+            glyph = entry.get("c", "")
+            if len(glyph) == 1 and not glyph.isascii() and glyph not in out:
+                out[glyph] = key.lower()
+    return out
+
+
+@dataclass(frozen=True)
+class Word:
+    """A word of the prompt after folding: pieces joined across in-word separators.
+
+    ``text`` is lower-case and folded; ``skeleton`` additionally decodes leetspeak and merges
+    interchangeable letters (the form the blocklist matches); ``src[i]`` is the index in the
+    original prompt of ``text[i]``; ``bounds`` are the positions in ``text`` where one of the
+    joined pieces starts or ends.
+    """
+
+    text: str
+    skeleton: str
+    src: tuple[int, ...]
+    bounds: frozenset[int]
+    canonical: str
+    joined: bool = False
+    masked: tuple[tuple[int, int], ...] = ()  # (position in text, number of mask characters)
+    gaps: tuple[str, ...] = ()
+
+    @property
+    def start(self) -> int:
+        return self.src[0]
+
+    @property
+    def end(self) -> int:
+        return self.src[-1] + 1
+
+
+@dataclass(frozen=True)
+class NormalizedText:
+    """A prompt's canonical forms and how they map back to the original."""
+
+    original: str
+    text: str
+    words: tuple[Word, ...]
+    applied: frozenset[str] = field(default_factory=frozenset)
+
+    def source(self, word_index: int, start: int = 0, end: int | None = None) -> tuple[int, int]:
+        """Original (start, end) span of ``words[word_index].text[start:end]``."""
+        w = self.words[word_index]
+        stop = len(w.text) if end is None else end
+        return w.src[start], w.src[stop - 1] + 1
+
+    def excerpt(self, start: int, end: int) -> str:
+        return self.original[start:end]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.applied)
+
+
+class Normalizer:
+    """Computes :class:`NormalizedText`. Stateless apart from caches; safe to share.
+
+    ``vocabulary`` lets the canonical form decode leetspeak, join spelled-out letters and collapse
+    repeats only where that yields a real word (so ``4k wallpaper`` stays as written).
+    """
+
+    def __init__(self, vocabulary: Vocabulary | None = None, extra_words: Iterable[str] = ()) -> None:
+        self.vocabulary = vocabulary.with_words(extra_words) if vocabulary else None
+        self._fold = lru_cache(maxsize=65536)(self._fold_char)
+
+    # ---- character folding -------------------------------------------------------------
+    @staticmethod
+    def _fold_char(c: str) -> tuple[str, str]:
+        """Fold one non-ASCII character. Returns (replacement, class applied or '')."""
+        if c in _EXTRA_FOLDS:
+            return _EXTRA_FOLDS[c], "homoglyph"
+        cat = unicodedata.category(c)
+        if cat in _INVISIBLE_CATEGORIES:
+            return "", "invisible"
+        if cat in ("Mn", "Me"):
+            return "", "combining"
+        if cat.startswith("Z"):
+            return " ", "whitespace"
+        kind = ""
+        n = unicodedata.normalize("NFKC", c)
+        if n != c:
+            kind = "fullwidth" if 0xFF00 <= ord(c) <= 0xFFEF else "nfkc"
+        conf = _confusables()
+        out = []
+        for ch in n:
+            if ch in conf:
+                ch = conf[ch]
+                kind = kind or "homoglyph"
+            ch = ch.lower()
+            if not ch.isascii():
+                if ch in _EXTRA_FOLDS:
+                    ch = _EXTRA_FOLDS[ch]
+                    kind = kind or "homoglyph"
+                else:
+                    d = unicodedata.normalize("NFD", ch)
+                    stripped = "".join(x for x in d if not unicodedata.combining(x))
+                    if stripped != ch and stripped:
+                        ch = unicodedata.normalize("NFC", stripped)
+                        kind = kind or "diacritic"
+            out.append(ch)
+        return "".join(out), kind
+
+    def fold(self, text: str) -> tuple[str, list[int], set[str]]:
+        """Fold every character. Returns (folded text, original index per char, classes)."""
+        applied: set[str] = set()
+        if text.isascii():
+            folded = text.lower()
+            if folded.isprintable():
+                return folded, list(range(len(text))), applied
+            chars: list[str] = []
+            src: list[int] = []
+            for i, ch in enumerate(folded):
+                if ch in "\t\n\r\x0b\x0c":
+                    chars.append(" ")
+                    src.append(i)
+                elif ch.isprintable():
+                    chars.append(ch)
+                    src.append(i)
+                else:
+                    applied.add("invisible")
+            return "".join(chars), src, applied
+        out: list[str] = []
+        src = []
+        fold = self._fold
+        for i, ch in enumerate(text):
+            if ch.isascii():
+                if ch.isprintable():
+                    out.append(ch.lower())
+                    src.append(i)
+                elif ch in "\t\n\r\x0b\x0c":
+                    out.append(" ")
+                    src.append(i)
+                else:
+                    applied.add("invisible")
+                continue
+            rep, kind = fold(ch)
+            if kind and kind != "whitespace":
+                applied.add(kind)
+            for r in rep:
+                out.append(r)
+                src.append(i)
+        return "".join(out), src, applied
+
+    # ---- words -------------------------------------------------------------------------
+    def normalize(self, text: str) -> NormalizedText:
+        folded, src, applied = self.fold(text)
+        pieces = [(m.start(), m.end()) for m in _PIECE_RE.finditer(folded)]
+        groups: list[list[tuple[int, int]]] = []
+        gaps: list[list[str]] = []
+        for start, end in pieces:
+            if groups:
+                pstart, pend = groups[-1][-1]
+                gap = folded[pend:start]
+                if self._joinable(gap, pend - pstart, end - start):
+                    groups[-1].append((start, end))
+                    gaps[-1].append(gap)
+                    continue
+            groups.append([(start, end)])
+            gaps.append([])
+        words: list[Word] = []
+        out_parts: list[str] = []
+        cursor = 0
+        for group, group_gaps in zip(groups, gaps, strict=True):
+            word = self._word(folded, src, group, group_gaps, applied)
+            words.append(word)
+            out_parts.append(folded[cursor : group[0][0]])
+            out_parts.append(word.canonical)
+            cursor = group[-1][1]
+        out_parts.append(folded[cursor:])
+        canonical = " ".join("".join(out_parts).split())
+        return NormalizedText(original=text, text=canonical, words=tuple(words), applied=frozenset(applied))
+
+    @staticmethod
+    def _joinable(gap: str, left_len: int, right_len: int) -> bool:
+        if not gap or len(gap) > _MAX_JOIN_GAP:
+            return False
+        has_space = False
+        for ch in gap:
+            if ch == " ":
+                has_space = True
+            elif ch not in SEPARATORS:
+                return False
+        if has_space:
+            # "s u i c i d e": spaces only join letters spelled out one by one, so that
+            # "the pen is red" never becomes "penis".
+            return left_len == 1 and right_len == 1
+        return True
+
+    def _word(
+        self,
+        folded: str,
+        src: list[int],
+        group: list[tuple[int, int]],
+        gaps: list[str],
+        applied: set[str],
+    ) -> Word:
+        text_parts = [folded[s:e] for s, e in group]
+        text = "".join(text_parts)
+        wsrc: list[int] = []
+        bounds = {0}
+        masked: list[tuple[int, int]] = []
+        pos = 0
+        for i, (s, e) in enumerate(group):
+            wsrc.extend(src[s:e])
+            pos += e - s
+            bounds.add(pos)
+            if i < len(gaps):
+                n_masks = sum(c in MASKS for c in gaps[i])
+                if n_masks:
+                    masked.append((pos, n_masks))
+        has_alpha = any(c.isalpha() for c in text)
+        leet = has_alpha and any(c in LEET and not c.isalpha() for c in text)
+        if has_alpha:
+            skeleton = "".join(SKELETON_LETTERS.get(c, LEET.get(c, c)) for c in text)
+        else:
+            skeleton = "".join(SKELETON_LETTERS.get(c, c) for c in text)
+        joined = len(group) > 1
+        repeated = _RUN3_RE.search(text) is not None
+        canonical = self._canonical(folded, group, text, has_alpha, leet, joined, repeated)
+        if canonical != folded[group[0][0] : group[-1][1]]:
+            if leet and canonical != text:
+                applied.add("leetspeak")
+            if joined:
+                applied.add("separator")
+            if repeated and len(canonical) < len(text):
+                applied.add("repeat")
+        return Word(
+            text=text,
+            skeleton=skeleton,
+            src=tuple(wsrc),
+            bounds=frozenset(bounds),
+            canonical=canonical,
+            joined=joined,
+            masked=tuple(masked),
+            gaps=tuple(gaps),
+        )
+
+    def _canonical(
+        self,
+        folded: str,
+        group: list[tuple[int, int]],
+        text: str,
+        has_alpha: bool,
+        leet: bool,
+        joined: bool,
+        repeated: bool,
+    ) -> str:
+        as_written = folded[group[0][0] : group[-1][1]]
+        if not has_alpha or not (leet or joined or repeated) or self.vocabulary is None:
+            return as_written
+        vocab = self.vocabulary
+        for cand in self._candidates(text, leet, repeated):
+            if cand in vocab:
+                return cand
+        if joined and len(group) >= 3 and all(e - s == 1 for s, e in group) and has_alpha:
+            # letters spelled out one by one are meant as one word even if it is not in the list
+            return next(iter(self._candidates(text, leet, False)))
+        return as_written
+
+    @staticmethod
+    def _candidates(text: str, leet: bool, repeated: bool) -> Iterable[str]:
+        forms = [text]
+        if leet:
+            ambiguous = [i for i, c in enumerate(text) if c in LEET_AMBIGUOUS][:_MAX_AMBIGUOUS]
+            base = [LEET.get(c, c) if not c.isalpha() else c for c in text]
+            forms = []
+            for choice in itertools.product(*(LEET_AMBIGUOUS[text[i]] for i in ambiguous)):
+                chars = list(base)
+                for i, letter in zip(ambiguous, choice, strict=True):
+                    chars[i] = letter
+                forms.append("".join(chars))
+        seen: set[str] = set()
+        for form in forms:
+            variants = [form]
+            if repeated:
+                # each run of 3+ letters stands for one or two of them ("kiiiilll" -> "kill")
+                runs = list(_RUN3_RE.finditer(form))[:_MAX_AMBIGUOUS]
+                for lengths in itertools.product((1, 2), repeat=len(runs)):
+                    parts, last = [], 0
+                    for m, n in zip(runs, lengths, strict=True):
+                        parts.append(form[last : m.start()])
+                        parts.append(m.group(1) * n)
+                        last = m.end()
+                    parts.append(form[last:])
+                    variants.append("".join(parts))
+            for v in variants:
+                if v not in seen:
+                    seen.add(v)
+                    yield v
+
+
+def english_vocabulary(models: ModelCache) -> Vocabulary:
+    """The English vocabulary, loaded once per :class:`ModelCache`."""
+    return models.get(("vocabulary", "english"), Vocabulary.english)
+
+
+def default_normalizer(models: ModelCache) -> Normalizer:
+    """The normalizer shared by the prompt stages: English words plus the built-in lexicon's."""
+    from t2iguard.prompt.lexicon import Lexicon
+
+    def build() -> Normalizer:
+        return Normalizer(english_vocabulary(models), Lexicon.builtin().words())
+
+    return models.get(("normalizer", "default"), build)
+
+
+class NormalizeStage(PromptStage):
+    """Normalizes the prompt for the stages after it; reports which obfuscations it undid."""
+
+    phases: ClassVar[tuple[Phase, ...]] = (Phase.PROMPT_CHECK,)
+
+    def _normalizer(self) -> Normalizer:
+        return default_normalizer(self.models)
+
+    def warmup(self) -> None:
+        self._normalizer()
+
+    def scan(self, ctx: PromptContext) -> StageResult:
+        normalized = self._normalizer().normalize(ctx.text)
+        if normalized.applied:
+            msg = f"undid {', '.join(sorted(normalized.applied))}: {normalized.text!r}"
+        else:
+            msg = "no obfuscation found"
+        result = self.result([], message=msg, artifacts={"normalized": normalized})
+        result.trace[0].evidence.update({"applied": sorted(normalized.applied), "normalized": normalized.text})
+        return result
