@@ -6,9 +6,14 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 
 .PHONY: demo test install install-dev lint typecheck bench clean
 
+# torch is installed first and pinned to the CPU build: a later dependency that asks for torch
+# (diffusers, transformers) must never pull a multi-GB CUDA build.
+TORCH ?= torch==2.13.0
+
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
+	$(PIP) install $(TORCH)
 
 $(VENV)/.installed: pyproject.toml | $(PY)
 	$(PIP) install -e '.[all]'
