@@ -38,15 +38,15 @@ class ProceduralGenerator:
         for i in range(request.n):
             rng = random.Random(f"{request.prompt}\x00{seed}\x00{i}")
             bg = tuple(rng.randrange(40, 220) for _ in range(3))
-            img = Image.new("RGB", (w, h), bg)  # type: ignore[arg-type]
+            img = Image.new("RGB", (w, h), bg)
             draw = ImageDraw.Draw(img)
             for _ in range(rng.randrange(2, 6)):
                 x0, y0 = rng.randrange(w), rng.randrange(h)
                 x1, y1 = x0 + rng.randrange(w // 8, w // 2 + 1), y0 + rng.randrange(h // 8, h // 2 + 1)
                 color = tuple(rng.randrange(256) for _ in range(3))
                 if rng.random() < 0.5:
-                    draw.ellipse([x0, y0, x1, y1], fill=color)  # type: ignore[arg-type]
+                    draw.ellipse([x0, y0, x1, y1], fill=color)
                 else:
-                    draw.rectangle([x0, y0, x1, y1], fill=color)  # type: ignore[arg-type]
+                    draw.rectangle([x0, y0, x1, y1], fill=color)
             images.append(img)
         return GenerationResult(images=images, seed=seed, metadata={"backend": self.name})
