@@ -1,0 +1,71 @@
+"""Start helper processes (servers on loopback) for tests and stop them reliably."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).parent
+
+
+@dataclass
+class StubServer:
+    base_url: str
+    log: Path
+    process: subprocess.Popen[str]
+
+    def requests(self) -> list[dict[str, Any]]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
+
+
+@contextmanager
+def openai_stub(tmp_path: Path, rules: list[dict[str, Any]], default: str = '{"verdicts": []}') -> Iterator[StubServer]:
+    """Run ``openai_server.py`` with ``rules`` on a free loopback port."""
+    rules_file = tmp_path / "rules.json"
+    rules_file.write_text(json.dumps(rules))
+    log = tmp_path / "requests.jsonl"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(HERE / "openai_server.py"),
+            "--rules",
+            str(rules_file),
+            "--log",
+            str(log),
+            "--default",
+            default,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 20
+        line = ""
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if line.startswith("PORT "):
+                break
+            if proc.poll() is not None:
+                raise RuntimeError(f"stub server exited: {proc.stderr.read() if proc.stderr else ''}")
+        else:
+            raise RuntimeError("stub server did not start")
+        port = int(line.split()[1])
+        yield StubServer(base_url=f"http://127.0.0.1:{port}/v1", log=log, process=proc)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
