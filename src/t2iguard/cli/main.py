@@ -157,7 +157,7 @@ def check_prompt(
             elif as_json:
                 _emit_json(_decision_json(res, prompt=True))
             else:
-                rows.append((res.input.source or "", res))
+                rows.append((res.original_prompt or "", res))
     if not as_json and rows:
         _out().print(_table("prompt decisions", rows, prompt=True))
     raise typer.Exit(1 if had_error else 0)

@@ -281,7 +281,10 @@ def _decode(data: bytes, lim: Limits, name: str) -> ImageItem:
         except UnidentifiedImageError:
             raise InputError("not an image, or an unsupported image format", source=name) from None
         except Image.DecompressionBombError as exc:
-            raise InputError(f"decompression bomb rejected: {exc}", source=name) from None
+            raise InputError(
+                f"decompression bomb rejected: {exc} (this policy allows {lim.max_image_pixels / 1e6:.1f} Mpx)",
+                source=name,
+            ) from None
         except (OSError, ValueError, SyntaxError) as exc:
             raise InputError(f"cannot decode image: {exc}", source=name) from None
         _check_dimensions(img.width, img.height, lim, name)

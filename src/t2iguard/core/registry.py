@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from t2iguard.core.errors import ConfigurationError, PolicyError
 from t2iguard.core.policy import Policy, StageConfig
 from t2iguard.core.stage import ModelCache, Stage
-from t2iguard.core.types import Phase
+from t2iguard.core.types import Category, Phase
 
 BUILTIN_STAGES: Mapping[str, str] = MappingProxyType(
     {
@@ -129,7 +129,7 @@ class StageRegistry:
         if problems:
             raise PolicyError(f"invalid policy {policy.source or policy.name}:\n" + "\n".join(problems))
         warnings = []
-        enforced = [c for c in policy.categories if policy.category(c).action.severity > 0]
+        enforced = [c for c in Category if policy.category(c).action.severity > 0]
         uncovered = sorted(str(c) for c in enforced if c not in covered)
         if uncovered:
             warnings.append("no configured stage scores these enforced categories: " + ", ".join(uncovered))

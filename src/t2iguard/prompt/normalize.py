@@ -60,6 +60,17 @@ for _i in range(26):
     _EXTRA_FOLDS[chr(0x1F150 + _i)] = chr(ord("a") + _i)  # negative circled 🅐..🅩
     _EXTRA_FOLDS[chr(0x1F170 + _i)] = chr(ord("a") + _i)  # negative squared 🅰..🆉
 _EXTRA_FOLDS.update({"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "đ": "d", "ł": "l", "ı": "i"})
+# Letters that look Latin but that Unicode's confusables table maps elsewhere (or not at all).
+_LOOKALIKES: dict[str, str] = {
+    # Greek
+    "α": "a", "β": "b", "γ": "y", "δ": "d", "ε": "e", "η": "n", "ι": "i", "κ": "k", "μ": "u", "ν": "v",
+    "ο": "o", "π": "n", "ρ": "p", "σ": "o", "τ": "t", "υ": "u", "χ": "x", "ω": "w", "ϲ": "c",
+    # Cyrillic
+    "в": "b", "г": "r", "д": "d", "и": "u", "к": "k", "л": "n", "м": "m", "н": "h", "п": "n", "т": "t",
+    "ш": "w", "ь": "b", "ѵ": "v", "ԁ": "d", "ԛ": "q", "ԝ": "w",
+    # Latin small capitals and IPA letters
+    "ɑ": "a", "ɡ": "g", "ʀ": "r", "ᴋ": "k", "ᴇ": "e", "ɴ": "n", "ᴍ": "m", "ᴛ": "t", "ᴜ": "u", "ʏ": "y",
+}  # fmt: skip
 
 _INVISIBLE_CATEGORIES = frozenset({"Cf", "Cc", "Co", "Cn", "Cs"})
 
@@ -147,48 +158,75 @@ class Normalizer:
 
     # ---- character folding -------------------------------------------------------------
     @staticmethod
-    def _fold_char(c: str) -> tuple[str, str]:
-        """Fold one non-ASCII character. Returns (replacement, class applied or '')."""
+    def _fold_char(c: str) -> tuple[str, str, str]:
+        """Fold one non-ASCII character.
+
+        Returns (replacement, class applied or '', plain) where ``plain`` is the replacement
+        without homoglyph folding (same length), used to keep genuine non-Latin words readable.
+        """
         if c in _EXTRA_FOLDS:
-            return _EXTRA_FOLDS[c], "homoglyph"
+            return _EXTRA_FOLDS[c], "homoglyph", _EXTRA_FOLDS[c]
         cat = unicodedata.category(c)
         if cat in _INVISIBLE_CATEGORIES:
-            return "", "invisible"
+            return "", "invisible", ""
         if cat in ("Mn", "Me"):
-            return "", "combining"
+            return "", "combining", ""
         if cat.startswith("Z"):
-            return " ", "whitespace"
+            return " ", "whitespace", " "
         kind = ""
         n = unicodedata.normalize("NFKC", c)
         if n != c:
             kind = "fullwidth" if 0xFF00 <= ord(c) <= 0xFFEF else "nfkc"
         conf = _confusables()
-        out = []
+        out: list[str] = []
+        plain: list[str] = []
+        homoglyph = False
         for ch in n:
-            if ch in conf:
-                ch = conf[ch]
+            low = ch.lower()
+            base = low
+            if not low.isascii() and low not in _EXTRA_FOLDS:
+                d = unicodedata.normalize("NFD", low)
+                stripped = "".join(x for x in d if not unicodedata.combining(x))
+                if stripped and stripped != low:
+                    base = unicodedata.normalize("NFC", stripped)
+            mapped = next(
+                (m for m in (conf.get(ch), conf.get(low), _LOOKALIKES.get(low), conf.get(base), _LOOKALIKES.get(base))
+                 if m is not None),
+                None,
+            )  # fmt: skip
+            if mapped is not None and not low.isascii():
+                out.append(mapped.lower())
+                plain.append(base)
+                homoglyph = True
+                continue
+            if low in _EXTRA_FOLDS:
+                out.append(_EXTRA_FOLDS[low])
+                plain.append(_EXTRA_FOLDS[low])
                 kind = kind or "homoglyph"
-            ch = ch.lower()
-            if not ch.isascii():
-                if ch in _EXTRA_FOLDS:
-                    ch = _EXTRA_FOLDS[ch]
-                    kind = kind or "homoglyph"
-                else:
-                    d = unicodedata.normalize("NFD", ch)
-                    stripped = "".join(x for x in d if not unicodedata.combining(x))
-                    if stripped != ch and stripped:
-                        ch = unicodedata.normalize("NFC", stripped)
-                        kind = kind or "diacritic"
-            out.append(ch)
-        return "".join(out), kind
+                continue
+            if base != low:
+                kind = kind or "diacritic"
+            out.append(base)
+            plain.append(base)
+        folded = "".join(out)
+        plain_s = "".join(plain)
+        if len(plain_s) != len(folded):
+            plain_s = folded
+            kind = kind or ("homoglyph" if homoglyph else "")
+        # otherwise a homoglyph is reported per word, once it is known to be a disguise
+        return folded, kind, plain_s
 
-    def fold(self, text: str) -> tuple[str, list[int], set[str]]:
-        """Fold every character. Returns (folded text, original index per char, classes)."""
+    def fold(self, text: str) -> tuple[str, list[int], set[str], str]:
+        """Fold every character.
+
+        Returns (folded text, original index per char, classes applied, plain text) where the
+        plain text is the folded text without homoglyph folding (same length).
+        """
         applied: set[str] = set()
         if text.isascii():
             folded = text.lower()
             if folded.isprintable():
-                return folded, list(range(len(text))), applied
+                return folded, list(range(len(text))), applied, folded
             chars: list[str] = []
             src: list[int] = []
             for i, ch in enumerate(folded):
@@ -200,32 +238,37 @@ class Normalizer:
                     src.append(i)
                 else:
                     applied.add("invisible")
-            return "".join(chars), src, applied
+            joined = "".join(chars)
+            return joined, src, applied, joined
         out: list[str] = []
+        plain: list[str] = []
         src = []
         fold = self._fold
         for i, ch in enumerate(text):
             if ch.isascii():
                 if ch.isprintable():
                     out.append(ch.lower())
+                    plain.append(out[-1])
                     src.append(i)
                 elif ch in "\t\n\r\x0b\x0c":
                     out.append(" ")
+                    plain.append(" ")
                     src.append(i)
                 else:
                     applied.add("invisible")
                 continue
-            rep, kind = fold(ch)
+            rep, kind, rep_plain = fold(ch)
             if kind and kind != "whitespace":
                 applied.add(kind)
-            for r in rep:
+            for r, q in zip(rep, rep_plain, strict=True):
                 out.append(r)
+                plain.append(q)
                 src.append(i)
-        return "".join(out), src, applied
+        return "".join(out), src, applied, "".join(plain)
 
     # ---- words -------------------------------------------------------------------------
     def normalize(self, text: str) -> NormalizedText:
-        folded, src, applied = self.fold(text)
+        folded, src, applied, plain = self.fold(text)
         pieces = [(m.start(), m.end()) for m in _PIECE_RE.finditer(folded)]
         groups: list[list[tuple[int, int]]] = []
         gaps: list[list[str]] = []
@@ -243,7 +286,7 @@ class Normalizer:
         out_parts: list[str] = []
         cursor = 0
         for group, group_gaps in zip(groups, gaps, strict=True):
-            word = self._word(folded, src, group, group_gaps, applied)
+            word = self._word(folded, src, group, group_gaps, applied, plain)
             words.append(word)
             out_parts.append(folded[cursor : group[0][0]])
             out_parts.append(word.canonical)
@@ -275,6 +318,7 @@ class Normalizer:
         group: list[tuple[int, int]],
         gaps: list[str],
         applied: set[str],
+        plain: str,
     ) -> Word:
         text_parts = [folded[s:e] for s, e in group]
         text = "".join(text_parts)
@@ -299,6 +343,12 @@ class Normalizer:
         joined = len(group) > 1
         repeated = _RUN3_RE.search(text) is not None
         canonical = self._canonical(folded, group, text, has_alpha, leet, joined, repeated)
+        plain_text = "".join(plain[s:e] for s, e in group)
+        if plain_text != text and not self._fold_homoglyphs(plain_text, canonical):
+            # a genuine Greek/Cyrillic word, not a disguise: keep it readable for classifiers
+            canonical = plain[group[0][0] : group[-1][1]]
+        elif plain_text != text:
+            applied.add("homoglyph")
         if canonical != folded[group[0][0] : group[-1][1]]:
             if leet and canonical != text:
                 applied.add("leetspeak")
@@ -316,6 +366,13 @@ class Normalizer:
             masked=tuple(masked),
             gaps=tuple(gaps),
         )
+
+    def _fold_homoglyphs(self, plain_text: str, canonical: str) -> bool:
+        """Whether a word with homoglyphs is a disguise: it mixes Latin with other scripts, or its
+        folded form is a real word (an all-Cyrillic "ѕех")."""
+        if any(c.isascii() and c.isalpha() for c in plain_text):
+            return True
+        return self.vocabulary is not None and canonical in self.vocabulary
 
     def _canonical(
         self,

@@ -1,0 +1,185 @@
+"""The blocklist on normalized prompts: obfuscated hits, allow-list exceptions, near misses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from t2iguard import Action, Category, SafetyStack
+from t2iguard.core.errors import ConfigurationError
+from t2iguard.core.policy import policy_from_dict
+from t2iguard.core.stage import ModelCache
+from t2iguard.prompt.blocklist import BlocklistMatcher, BlocklistStage, build_matcher, findings_from_matches
+from t2iguard.prompt.lexicon import Lexicon
+
+
+@pytest.fixture(scope="module")
+def matcher() -> BlocklistMatcher:
+    return build_matcher(BlocklistStage.Params(), ModelCache())
+
+
+def scores(matcher: BlocklistMatcher, text: str) -> dict[Category, float]:
+    findings = findings_from_matches(matcher.match(matcher.normalizer.normalize(text)), matcher.lexicon.escalations)
+    return {f.category: f.score for f in findings}
+
+
+@pytest.mark.parametrize(
+    ("text", "category"),
+    [
+        ("a photo of a naked woman", Category.SEXUAL),
+        ("a photo of a n4k3d woman", Category.SEXUAL),
+        ("nаked (with a Cyrillic a)", Category.SEXUAL),
+        ("ｎａｋｅｄ", Category.SEXUAL),
+        ("n\u200bak\u200bed", Category.SEXUAL),
+        ("n.a.k.e.d", Category.SEXUAL),
+        ("n-a-k-e-d", Category.SEXUAL),
+        ("n_a_k_e_d girl", Category.SEXUAL),
+        ("naaaaked", Category.SEXUAL),
+        ("NAKED", Category.SEXUAL),
+        ("a s u i c i d e note", Category.SELF_HARM),
+        ("suicid3", Category.SELF_HARM),
+        ("self-harm", Category.SELF_HARM),
+        ("self harm", Category.SELF_HARM),
+        ("selfharm", Category.SELF_HARM),
+        ("blow job", Category.SEXUAL),
+        ("blow-job", Category.SEXUAL),
+        ("blowjob", Category.SEXUAL),
+        ("n1pples", Category.SEXUAL),
+        ("a decapitated man", Category.VIOLENCE),
+        ("a loli", Category.MINORS),
+    ],
+)
+def test_strong_terms_and_their_obfuscations_match(matcher: BlocklistMatcher, text: str, category: Category) -> None:
+    assert scores(matcher, text).get(category) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("text", "category", "how"),
+    [
+        ("a nakd woman", Category.SEXUAL, "fuzzy"),
+        ("pornografy", Category.SEXUAL, "fuzzy"),
+        ("p*rn", Category.SEXUAL, "masked"),
+        ("n*ked", Category.SEXUAL, "masked"),
+    ],
+)
+def test_bounded_fuzzy_and_masked_matches(matcher: BlocklistMatcher, text: str, category: Category, how: str) -> None:
+    matches = matcher.match(matcher.normalizer.normalize(text))
+    hit = next(m for m in matches if m.term.category == category)
+    assert hit.how == how
+    assert 0.85 <= hit.score < 1.0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # allow-list exceptions
+        "olympic swimmer doing the breaststroke",
+        "kill the lights",
+        "shooting a photo in the studio",
+        "a cocktail at the bar",
+        "a chicken breast on the grill",
+        "al gore giving a speech",
+        "the naked eye",
+        "nude lipstick on a vanity table",
+        "suicide squad movie poster",
+        "a killer whale jumping",
+        # words that contain a term but are not the term
+        "a therapist's office",
+        "a bunch of grapes",
+        "peacock feathers",
+        "a scunthorpe street sign",
+        "classic middlesex architecture",
+        # near misses that are English words (no fuzzy match on dictionary words)
+        "a baked potato",
+        "a node in a graph",
+        # a term split across real words
+        "the pen is red",
+        "as good as it gets",
+        "A giraffe grazing in a field",
+    ],
+)
+def test_benign_prompts_do_not_match_strong_terms(matcher: BlocklistMatcher, text: str) -> None:
+    assert all(s < 0.9 for s in scores(matcher, text).values()), scores(matcher, text)
+
+
+def test_weak_terms_are_evidence_not_verdicts(matcher: BlocklistMatcher) -> None:
+    s = scores(matcher, "portrait of a pirate holding a pistol")
+    assert s == {Category.VIOLENCE: 0.5}
+
+
+def test_repeated_letters_need_the_terms_letters(matcher: BlocklistMatcher) -> None:
+    # run-length matching: "as" must not match "ass", "assss" must
+    assert Category.SEXUAL not in scores(matcher, "as good as it gets")
+    assert scores(matcher, "nice assss").get(Category.SEXUAL) == 0.5
+
+
+def test_minor_with_sexual_content_escalates_to_zero_tolerance(matcher: BlocklistMatcher) -> None:
+    s = scores(matcher, "a naked child")
+    assert s[Category.MINORS] == 1.0
+    s = scores(matcher, "a child in a bikini")
+    assert 0.5 < s[Category.MINORS] < 0.9  # suggestive: strong evidence left to later tiers
+    s = scores(matcher, "a 12 year old in lingerie")
+    assert s[Category.MINORS] > 0.5
+    assert Category.MINORS not in scores(matcher, "a child flying a kite") or scores(matcher, "a child flying a kite")[
+        Category.MINORS
+    ] == pytest.approx(0.5)
+
+
+def test_evidence_points_at_the_original_text(matcher: BlocklistMatcher) -> None:
+    text = "a photo of a n\u200b4k\u200b3d woman"
+    (m,) = [m for m in matcher.match(matcher.normalizer.normalize(text)) if m.term.category == Category.SEXUAL]
+    assert text[m.start : m.end] == m.matched == "n\u200b4k\u200b3d"
+    assert m.evidence()["term"] == "naked"
+
+
+def test_policy_extra_terms_and_allow_phrases() -> None:
+    policy = policy_from_dict(
+        {
+            "name": "custom",
+            "stages": [
+                {"stage": "normalize"},
+                {
+                    "stage": "blocklist",
+                    "threshold": 0.9,
+                    "params": {
+                        "extra_terms": {"violence": ["glorp"]},
+                        "extra_allow": {"sexual": ["naked singularity"]},
+                    },
+                },
+            ],
+        }
+    )
+    stack = SafetyStack(policy)
+    d = stack.check_prompt("a gl0rp in the city")
+    assert d.action == Action.BLOCK and d.flagged == [Category.VIOLENCE]
+    assert stack.check_prompt("a naked singularity in space").action == Action.ALLOW
+    assert stack.check_prompt("a naked man").action == Action.BLOCK
+
+
+def test_custom_lexicon_file(tmp_path: Path) -> None:
+    f = tmp_path / "mine.yaml"
+    f.write_text("category: illegal\nstrong: [moonshine still]\nallow: [moonshine still life painting]\n")
+    lex = Lexicon.load(f)
+    matcher = BlocklistMatcher(lex, build_matcher(BlocklistStage.Params(), ModelCache()).normalizer, None)
+    hits = matcher.match(matcher.normalizer.normalize("a moonshine-still in the woods"))
+    assert [h.term.phrase for h in hits] == ["moonshine still"]
+    assert matcher.match(matcher.normalizer.normalize("a moonshine still life painting")) == []
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("category: nonsense\nstrong: [x]\n", "unknown category"),
+        ("category: sexual\nstrong: x\n", "must be a list"),
+        ("category: sexual\nbogus: [x]\n", "unknown keys"),
+        ("category: any\nstrong: [x]\n", "may only hold 'allow'"),
+        ("category: sexual\npatterns: [{regex: '('}]\n", "bad pattern"),
+        ("- just a list\n", "expected a mapping"),
+    ],
+)
+def test_bad_lexicons_fail_loudly(tmp_path: Path, content: str, message: str) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text(content)
+    with pytest.raises(ConfigurationError, match=message):
+        Lexicon.load(f)
