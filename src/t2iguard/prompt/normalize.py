@@ -320,6 +320,18 @@ class Normalizer:
         applied: set[str],
         plain: str,
     ) -> Word:
+        if len(group) == 1:
+            s0, e0 = group[0]
+            text = folded[s0:e0]
+            if text.isalpha() and text.isascii() and plain[s0:e0] == text and _RUN3_RE.search(text) is None:
+                # the common case: one plain ASCII word, nothing to decode or join
+                return Word(
+                    text=text,
+                    skeleton=text.replace("l", "i"),
+                    src=tuple(src[s0:e0]),
+                    bounds=frozenset((0, e0 - s0)),
+                    canonical=text,
+                )
         text_parts = [folded[s:e] for s, e in group]
         text = "".join(text_parts)
         wsrc: list[int] = []
