@@ -199,7 +199,7 @@ def _build_analyzer(gazetteer: Gazetteer, common: Container[str]) -> AnalyzerEng
             doc = nlp_artifacts.tokens
             out: list[RecognizerResult] = []
             covered: set[int] = set()
-            lower_prompt = not any(c.isupper() for c in text)
+            lower_prompt = not any(c.isupper() for c in doc.text)
             for ent in doc.ents:
                 start_tok = ent.start
                 if ent.label_ == "PERSON" and lower_prompt and all(_common(t, common, names) for t in ent):
