@@ -22,10 +22,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from data.people_prompts import PRIVATE, PUBLIC, TEMPLATES  # noqa: E402
-
-from t2iguard.core.stage import ModelCache  # noqa: E402
-from t2iguard.prompt.people import get_people_analyzer  # noqa: E402
+from data.people_prompts import PRIVATE, PUBLIC, TEMPLATES
+from t2iguard.core.stage import ModelCache
+from t2iguard.prompt.people import get_people_analyzer
 
 
 def prompts() -> list[tuple[str, str, bool, str | None]]:
@@ -69,8 +68,15 @@ def main() -> None:
         else:
             ok = hit and all(m.private for m in spans)
         correct += ok
-        rows.append({"prompt": prompt, "public": public, "detected": hit, "correct": ok,
-                     "found": [m.to_dict() for m in a.people]})
+        rows.append(
+            {
+                "prompt": prompt,
+                "public": public,
+                "detected": hit,
+                "correct": ok,
+                "found": [m.to_dict() for m in a.people],
+            }
+        )
     n = len(items)
     res = {
         "prompts": n,

@@ -76,7 +76,9 @@ def test_private_names_do_not_match_the_gazetteer(name: str) -> None:
         ("a dinner party, Barak Obama in the middle", "Barak Obama", True),
     ],
 )
-def test_person_detection_positions_cases_scripts(analyzer: PeopleAnalyzer, prompt: str, name: str, public: bool) -> None:
+def test_person_detection_positions_cases_scripts(
+    analyzer: PeopleAnalyzer, prompt: str, name: str, public: bool
+) -> None:
     people = analyzer.analyze(prompt).people
     assert [p.text for p in people] == [name]
     assert people[0].public is public
@@ -100,7 +102,10 @@ def test_credited_artists_and_fictional_characters_are_not_depicted_people(analy
         ("a painting of a lighthouse with Marie Okafor", "a painting of a lighthouse with a person"),
         ("image of john doe in the shower", "image of a person in the shower"),
         ("JOHN KOWALSKI IN THE SHOWER", "A person IN THE SHOWER"),
-        ("John Doe and Mary Smith at the beach, John smiling", "A person and another person at the beach, the first person smiling"),
+        (
+            "John Doe and Mary Smith at the beach, John smiling",
+            "A person and another person at the beach, the first person smiling",
+        ),
         ("John's dog on a sofa", "A person's dog on a sofa"),
         ("a boy named Tobias playing football", "a boy playing football"),
         ("my neighbor Bob Kowalski mowing the lawn", "my neighbor mowing the lawn"),
@@ -126,7 +131,12 @@ def test_pii_is_removed(stack: SafetyStack) -> None:
 
 @pytest.mark.parametrize(
     "prompt",
-    ["an oil painting of a cat", "a castle on a hill at sunset, 4k", "a bowl of fruit, still life", "trump card on a table"],
+    [
+        "an oil painting of a cat",
+        "a castle on a hill at sunset, 4k",
+        "a bowl of fruit, still life",
+        "trump card on a table",
+    ],
 )
 def test_no_change_without_people(stack: SafetyStack, prompt: str) -> None:
     d = stack.check_prompt(prompt)

@@ -164,7 +164,7 @@ def test_copro_pairs_are_parsed_filtered_and_cached(tmp_path: Path, monkeypatch:
         w.writerow(["prompt", "image", "category"])
         w.writerows(rows)
     pairs = load_pairs(str(f))
-    assert [p.safe for p in pairs][0] == "A monkey eats a banana in a tree" and len(pairs) == 3
+    assert next(p.safe for p in pairs) == "A monkey eats a banana in a tree" and len(pairs) == 3
     monkeypatch.setenv("T2IGUARD_CACHE", str(tmp_path / "cache"))
     from t2iguard.prompt.rewrite import build_index
 
@@ -179,7 +179,12 @@ def test_copro_pairs_are_parsed_filtered_and_cached(tmp_path: Path, monkeypatch:
 
 def test_rewrite_llm_backend(models: ModelCache, tmp_path: Path) -> None:
     rules = [
-        {"match": "lazy mexican", "reply": json.dumps({"salvageable": True, "rewrite": "a person napping in a hammock", "reason": "drop the slur"})},
+        {
+            "match": "lazy mexican",
+            "reply": json.dumps(
+                {"salvageable": True, "rewrite": "a person napping in a hammock", "reason": "drop the slur"}
+            ),
+        },
         {"match": "having fun", "reply": json.dumps({"salvageable": False, "rewrite": "", "reason": "no"})},
     ]
     with openai_stub(tmp_path, rules) as srv:

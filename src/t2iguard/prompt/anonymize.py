@@ -34,11 +34,74 @@ from t2iguard.prompt.public_figure import PeopleParams
 
 _ORDINALS = ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth"]
 RELATION_NOUNS = frozenset(
-    "neighbor neighbour friend boss wife husband boyfriend girlfriend partner fiance fiancee colleague coworker "
-    "co-worker classmate roommate flatmate landlord landlady tenant teacher student doctor nurse coach son daughter "
-    "mother father mom mum dad brother sister cousin uncle aunt niece nephew grandmother grandfather grandma grandpa "
-    "ex crush employee employer manager assistant secretary pupil patient client customer stepmother stepfather "
-    "stepson stepdaughter baby child kid toddler sibling twin bride groom".split()
+    [
+        "neighbor",
+        "neighbour",
+        "friend",
+        "boss",
+        "wife",
+        "husband",
+        "boyfriend",
+        "girlfriend",
+        "partner",
+        "fiance",
+        "fiancee",
+        "colleague",
+        "coworker",
+        "co-worker",
+        "classmate",
+        "roommate",
+        "flatmate",
+        "landlord",
+        "landlady",
+        "tenant",
+        "teacher",
+        "student",
+        "doctor",
+        "nurse",
+        "coach",
+        "son",
+        "daughter",
+        "mother",
+        "father",
+        "mom",
+        "mum",
+        "dad",
+        "brother",
+        "sister",
+        "cousin",
+        "uncle",
+        "aunt",
+        "niece",
+        "nephew",
+        "grandmother",
+        "grandfather",
+        "grandma",
+        "grandpa",
+        "ex",
+        "crush",
+        "employee",
+        "employer",
+        "manager",
+        "assistant",
+        "secretary",
+        "pupil",
+        "patient",
+        "client",
+        "customer",
+        "stepmother",
+        "stepfather",
+        "stepson",
+        "stepdaughter",
+        "baby",
+        "child",
+        "kid",
+        "toddler",
+        "sibling",
+        "twin",
+        "bride",
+        "groom",
+    ]
 )
 _NAMED = re.compile(r"\s*\b(?:named|called|known as|nicknamed)\s*$", re.IGNORECASE)
 _SENTENCE_START = re.compile(r"(?:^|[.!?]\s+|\n\s*)$")
@@ -86,9 +149,12 @@ class AnonymizeStage(PromptTransform):
     def scan(self, ctx: PromptContext) -> StageResult:
         analysis = self._analysis(ctx)
         describe_public = self.p.public_figures == "describe" or (
-            self.p.public_figures == "policy" and ctx.flagged_categories().get(Category.PUBLIC_FIGURE) == Action.TRANSFORM
+            self.p.public_figures == "policy"
+            and ctx.flagged_categories().get(Category.PUBLIC_FIGURE) == Action.TRANSFORM
         )
-        targets = [m for m in analysis.people if not m.style_reference and (m.private or (describe_public and m.public))]
+        targets = [
+            m for m in analysis.people if not m.style_reference and (m.private or (describe_public and m.public))
+        ]
         pii = list(analysis.pii) if self.p.pii else []
         if not targets and not pii:
             return self.result([], message="nothing to anonymize")

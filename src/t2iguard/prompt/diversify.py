@@ -78,7 +78,9 @@ def _lexicon() -> tuple[dict[str, tuple[str, bool]], re.Pattern[str], re.Pattern
     role_rx = re.compile(rf"(?<![\w-])({alts})(?![\w-])")
     demo = [*data["gender_words"], *data["age_words"], *data["ethnicity_words"]]
     demo_alts = "|".join(re.escape(str(w).lower()) for w in sorted(demo, key=len, reverse=True))
-    demo_rx = re.compile(rf"(?<![\w-])(?:{demo_alts})(?![\w-])|\b\d{{1,3}}[\s-]*(?:years?|yrs?)[\s-]*old\b|\bin (?:his|her|their) (?:\d0s|twenties|thirties|forties|fifties|sixties|seventies|eighties)\b")
+    demo_rx = re.compile(
+        rf"(?<![\w-])(?:{demo_alts})(?![\w-])|\b\d{{1,3}}[\s-]*(?:years?|yrs?)[\s-]*old\b|\bin (?:his|her|their) (?:\d0s|twenties|thirties|forties|fifties|sixties|seventies|eighties)\b"
+    )
     return table, demo_rx, role_rx, frozenset(str(w).lower() for w in data["negative_traits"])
 
 
@@ -95,7 +97,10 @@ class Distribution(BaseModel):
         return v
 
 
-def _default_distributions() -> dict[str, dict[str, float]]:
+Attribute = Literal["gender", "ethnicity", "age"]
+
+
+def _default_distributions() -> dict[Attribute, dict[str, float]]:
     # FairFace's seven groups (Kärkkäinen & Joo, WACV 2021), uniform; balanced binary gender;
     # adult age buckets
     return {
@@ -122,8 +127,8 @@ class DiversifyStage(PromptTransform):
             default_factory=_default_distributions,
             description="per attribute, descriptor -> weight (normalised); omit an attribute to never add it",
         )
-        negative_role_attributes: list[Literal["gender", "ethnicity", "age"]] = Field(
-            default_factory=lambda: ["gender"],
+        negative_role_attributes: list[Attribute] = Field(
+            default_factory=lambda: list[Attribute](["gender"]),
             description="attributes a negative role or trait may receive (ethnicity here re-creates stereotypes)",
         )
         plural: Literal["describe", "skip"] = "describe"
@@ -190,8 +195,11 @@ class DiversifyStage(PromptTransform):
             word = m.group(1)
             role, negative = table[word]
             after = lower[m.end() :]
-            if re.match(r"\s*(?:'s|’s)\b", after) or re.match(r"\s+(?:shark|uniform|costume|outfit|car|office|station|"
-                                                              r"badge|hat|coat|kit|bag|desk|chair|room|team|day)\b", after):
+            if re.match(r"\s*(?:'s|’s)\b", after) or re.match(
+                r"\s+(?:shark|uniform|costume|outfit|car|office|station|"
+                r"badge|hat|coat|kit|bag|desk|chair|room|team|day)\b",
+                after,
+            ):
                 continue  # "nurse shark", "doctor's office", "police car": not a depicted person
             before = lower[: m.start()]
             trait = re.search(r"(\w+)\s+$", before)
@@ -213,7 +221,9 @@ class DiversifyStage(PromptTransform):
                 edits.append((m.end(), m.end(), insert, change))
                 continue
             allowed = self.p.negative_role_attributes if negative else list(ATTRIBUTE_ORDER)
-            sampled = self._sample(ctx.original, k, [a for a in ATTRIBUTE_ORDER if a in allowed and a in self.p.attributes])
+            sampled = self._sample(
+                ctx.original, k, [a for a in ATTRIBUTE_ORDER if a in allowed and a in self.p.attributes]
+            )
             if not sampled:
                 continue
             words = [sampled[a] for a in ATTRIBUTE_ORDER if a in sampled and a != "gender"]
@@ -229,7 +239,9 @@ class DiversifyStage(PromptTransform):
             art = re.search(r"\b(a|an)\s+$", text[: m.start()], re.IGNORECASE)
             if art is not None:
                 start = art.start()
-                article = "an" if phrase[:1].lower() in "aeiou" and not phrase.lower().startswith(("uni", "eu")) else "a"
+                article = (
+                    "an" if phrase[:1].lower() in "aeiou" and not phrase.lower().startswith(("uni", "eu")) else "a"
+                )
                 if art.group(1)[:1].isupper():
                     article = article.capitalize()
                 phrase = f"{article} {phrase}"

@@ -57,8 +57,38 @@ KINDS: dict[str, str] = {
 POLITICAL_KINDS = frozenset({"head_of_state", "head_of_government", "politician", "royalty"})
 
 _TITLES = frozenset(
-    "mr mrs ms miss mx dr prof sir dame lady lord president prime minister pm chancellor senator "
-    "governor king queen prince princess emperor pope saint st sheikh ayatollah chairman general".split()
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "miss",
+        "mx",
+        "dr",
+        "prof",
+        "sir",
+        "dame",
+        "lady",
+        "lord",
+        "president",
+        "prime",
+        "minister",
+        "pm",
+        "chancellor",
+        "senator",
+        "governor",
+        "king",
+        "queen",
+        "prince",
+        "princess",
+        "emperor",
+        "pope",
+        "saint",
+        "st",
+        "sheikh",
+        "ayatollah",
+        "chairman",
+        "general",
+    ]
 )
 _SPLIT = re.compile(r"[\s\-‐‑–—_/]+")
 _DROP = re.compile(r"[.'’`\"“”,()]")
@@ -143,6 +173,11 @@ class Gazetteer:
         self._keys = [k for k in self._index if k.isascii()]
         self._single = frozenset(k for k in self._index if " " not in k)
         self.max_tokens = max((len(k.split()) for k in self._index), default=1)
+        self._first_last: dict[tuple[str, str], list[str]] = {}
+        for k, (_fig, alias) in self._index.items():
+            w = k.split()
+            if len(w) >= 3 and not alias:
+                self._first_last.setdefault((w[0], w[-1]), []).append(k)
 
     def _add(self, name: str, fig: PublicFigure, alias: bool) -> None:
         key = fold_name(name)
@@ -175,10 +210,11 @@ class Gazetteer:
 
     def match(self, name: str, *, fuzzy: bool = True) -> FigureMatch | None:
         """Match a person name (as written in the prompt) to an entry."""
-        key = strip_titles(fold_name(name))
+        full = fold_name(name)
+        key = strip_titles(full)
         if not key:
             return None
-        hit = self.exact(key)
+        hit = self.exact(full) or self.exact(key)  # "Lady Gaga", "Pope Francis" before "Mr. Trump"
         if hit is not None:
             return FigureMatch(hit[0], key, "alias" if hit[1] else "exact", 1.0)
         ascii_key = key
@@ -187,6 +223,11 @@ class Gazetteer:
             hit = self.exact(ascii_key)
             if hit is not None:
                 return FigureMatch(hit[0], ascii_key, "translit", 0.97)
+        parts = ascii_key.split()
+        if len(parts) == 2:
+            # first and last name of a longer entry ("Recep Erdogan" for "Recep Tayyip Erdogan")
+            for k in self._first_last.get((parts[0], parts[1]), ()):
+                return FigureMatch(self._index[k][0], k, "first_last", 0.95)
         if not fuzzy:
             return None
         return self._fuzzy(ascii_key, transliterated=ascii_key != key)
@@ -273,7 +314,9 @@ def load_figures(path: Path) -> list[PublicFigure]:
         name = str(row.get("name") or "").strip()
         kind = str(row.get("kind") or "").strip()
         if not name or kind not in KINDS:
-            raise ConfigurationError(f"gazetteer {path}: entry {i + 1} ({name!r}) needs a name and a kind in {sorted(KINDS)}")
+            raise ConfigurationError(
+                f"gazetteer {path}: entry {i + 1} ({name!r}) needs a name and a kind in {sorted(KINDS)}"
+            )
         aliases = row.get("aliases")
         out.append(
             PublicFigure(

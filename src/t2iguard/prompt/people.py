@@ -45,16 +45,79 @@ PERSON = "PERSON"
 PII_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "US_SSN", "STREET_ADDRESS")
 
 HONORIFICS = frozenset(
-    "mr mr. mrs mrs. ms ms. miss mx mx. dr dr. prof prof. sir dame madam madame mme monsieur herr frau señor senor "
-    "señora senora".split()
+    [
+        "mr",
+        "mr.",
+        "mrs",
+        "mrs.",
+        "ms",
+        "ms.",
+        "miss",
+        "mx",
+        "mx.",
+        "dr",
+        "dr.",
+        "prof",
+        "prof.",
+        "sir",
+        "dame",
+        "madam",
+        "madame",
+        "mme",
+        "monsieur",
+        "herr",
+        "frau",
+        "señor",
+        "senor",
+        "señora",
+        "senora",
+    ]
 )
 _OTHER_LABELS = frozenset({"ORG", "GPE", "LOC", "FAC", "NORP", "PRODUCT", "WORK_OF_ART", "EVENT"})
 # phrases after which a name credits the author of a style instead of depicting someone
 _CREDIT_NOUNS = frozenset(
-    "art artwork artworks painting paintings painted illustration illustrations illustrated drawn drawing drawings "
-    "sketch sketched render rendered photo photos photograph photographs photography photographed poster posters "
-    "design designed directed film films shot sculpture sculpted comic comics manga anime animation concept "
-    "cinematography style".split()
+    [
+        "art",
+        "artwork",
+        "artworks",
+        "painting",
+        "paintings",
+        "painted",
+        "illustration",
+        "illustrations",
+        "illustrated",
+        "drawn",
+        "drawing",
+        "drawings",
+        "sketch",
+        "sketched",
+        "render",
+        "rendered",
+        "photo",
+        "photos",
+        "photograph",
+        "photographs",
+        "photography",
+        "photographed",
+        "poster",
+        "posters",
+        "design",
+        "designed",
+        "directed",
+        "film",
+        "films",
+        "shot",
+        "sculpture",
+        "sculpted",
+        "comic",
+        "comics",
+        "manga",
+        "anime",
+        "animation",
+        "concept",
+        "cinematography",
+        "style",
+    ]
 )
 _STYLE_OF = re.compile(r"(?:style|styles|manner|aesthetic|aesthetics|vein|school|spirit)\s+of\s*$", re.IGNORECASE)
 _STYLE_PREFIX = re.compile(r"(?:inspired\s+by|influenced\s+by|à\s+la|a\s+la)\s*$", re.IGNORECASE)
@@ -180,7 +243,7 @@ def _build_analyzer(gazetteer: Gazetteer, common: Container[str]) -> AnalyzerEng
 
     names = given_names()
 
-    class OfflineEmailRecognizer(EmailRecognizer):  # type: ignore[misc]
+    class OfflineEmailRecognizer(EmailRecognizer):
         """Presidio's e-mail pattern; the domain is checked offline (``tldextract`` would fetch the
         public-suffix list from the network on first use)."""
 
@@ -189,7 +252,7 @@ def _build_analyzer(gazetteer: Gazetteer, common: Container[str]) -> AnalyzerEng
         def validate_result(self, pattern_text: str) -> bool:
             return bool(self._TLD.search(pattern_text))
 
-    class PersonRecognizer(EntityRecognizer):  # type: ignore[misc]
+    class PersonRecognizer(EntityRecognizer):
         """spaCy PERSON entities, repaired with given names and honorifics."""
 
         def load(self) -> None:
@@ -215,11 +278,34 @@ def _build_analyzer(gazetteer: Gazetteer, common: Container[str]) -> AnalyzerEng
                 span = doc[start_tok : ent.end]
                 # trailing possessive / punctuation is not part of the name
                 end_tok = span.end
-                while end_tok > start_tok + 1 and (doc[end_tok - 1].is_punct or doc[end_tok - 1].lower_ in ("'s", "’s")):
+                while end_tok > start_tok + 1 and (
+                    doc[end_tok - 1].is_punct or doc[end_tok - 1].lower_ in ("'s", "’s")
+                ):
                     end_tok -= 1
                 span = doc[start_tok:end_tok]
                 covered.update(range(span.start, span.end))
                 out.append(_result(span, score, how))
+            # runs of two or three capitalised words that are not English words ("Anjali Deshpande")
+            i = 0
+            while i < len(doc) - 1:
+                j = i
+                while (
+                    j < len(doc)
+                    and j - i < 3
+                    and j not in covered
+                    and (doc[j].is_title or doc[j].is_upper)
+                    and doc[j].is_alpha
+                    and doc[j].ent_type_ not in ("GPE", "LOC", "FAC", "ORG")
+                    and (doc[j].lower_ not in common or doc[j].lower_ in names)
+                ):
+                    j += 1
+                if j - i >= 2 and not lower_prompt and not all(doc[k].is_upper for k in range(i, j)):
+                    span = doc[i:j]
+                    covered.update(range(i, j))
+                    out.append(_result(span, 0.6, "capitalised"))
+                    i = j
+                else:
+                    i = max(i + 1, j)
             # runs NER missed: honorific or given name followed by name-like words
             i = 0
             while i < len(doc):
@@ -235,7 +321,9 @@ def _build_analyzer(gazetteer: Gazetteer, common: Container[str]) -> AnalyzerEng
                     nxt = doc[i + 1] if i + 1 < len(doc) else None
                     # a lone given name counts when capitalised as a name; in a lower-case prompt
                     # it needs a name-like word after it
-                    if (nxt is not None and _namelike(nxt, lower_prompt, common)) or (not lower_prompt and tok.is_title):
+                    if (nxt is not None and _namelike(nxt, lower_prompt, common)) or (
+                        not lower_prompt and tok.is_title
+                    ):
                         starts = True
                 if not starts:
                     i += 1
@@ -260,7 +348,7 @@ def _build_analyzer(gazetteer: Gazetteer, common: Container[str]) -> AnalyzerEng
             },
         )
 
-    class PublicFigureRecognizer(EntityRecognizer):  # type: ignore[misc]
+    class PublicFigureRecognizer(EntityRecognizer):
         """Gazetteer names and aliases wherever they occur, in any case and script."""
 
         def load(self) -> None:
@@ -289,6 +377,15 @@ def _build_analyzer(gazetteer: Gazetteer, common: Container[str]) -> AnalyzerEng
                         continue
                     found = (seg, raw)
                     break
+                if found is None and toks[i].is_title:
+                    for k in (3, 2):
+                        seg = toks[i : i + k]
+                        if len(seg) == k and all(t.is_title and t.is_alpha for t in seg):
+                            raw = text[seg[0].idx : seg[-1].idx + len(seg[-1].text)]
+                            fm = gazetteer.match(raw)
+                            if fm is not None and fm.how == "fuzzy" and " " in fm.matched:
+                                found = (seg, raw)
+                                break
                 if found is None:
                     i += 1
                     continue
@@ -328,7 +425,7 @@ def _build_analyzer(gazetteer: Gazetteer, common: Container[str]) -> AnalyzerEng
         models=[{"lang_code": "en", "model_name": str(spacy_model_path())}], ner_model_configuration=ner_config
     )
     engine.load()
-    nlp = engine.nlp["en"]
+    nlp = engine.get_nlp("en")
     # NER needs tok2vec only: the tagger, parser and lemmatizer cost more than half the time and
     # nothing here reads them (Presidio's lemma-based context boost is not used).
     for pipe in ("tagger", "parser", "attribute_ruler", "lemmatizer"):
@@ -410,7 +507,7 @@ class PeopleAnalyzer:
 
     @property
     def nlp(self) -> Any:
-        return self._analyzer.nlp_engine.nlp["en"]
+        return self._analyzer.nlp_engine.nlp["en"]  # type: ignore[attr-defined]
 
     def analyze(self, text: str) -> PeopleAnalysis:
         with self._lock:
@@ -507,7 +604,9 @@ def _is_style_reference(text: str, start: int, earlier: list[PersonMention]) -> 
     return False
 
 
-def get_people_analyzer(models: ModelCache, gazetteer: tuple[str, ...] = ("builtin",), fuzzy_cutoff: float = 88.0) -> PeopleAnalyzer:
+def get_people_analyzer(
+    models: ModelCache, gazetteer: tuple[str, ...] = ("builtin",), fuzzy_cutoff: float = 88.0
+) -> PeopleAnalyzer:
     """The analyzer for a gazetteer configuration, loaded once per model cache."""
     key = ("people-analyzer", gazetteer, fuzzy_cutoff)
     return models.get(

@@ -166,9 +166,9 @@ class PublicFigureStage(PromptStage):
         return self.result(findings, message=message, artifacts={"people": analysis})
 
     def _contexts_for(self, ctx: PromptContext, public: list[PersonMention]) -> list[Finding]:
-        text = (ctx.normalized.text if ctx.normalized is not None and ctx.normalized.original == ctx.text else None) or (
-            default_normalizer(self.models).normalize(ctx.text).text
-        )
+        text = (
+            ctx.normalized.text if ctx.normalized is not None and ctx.normalized.original == ctx.text else None
+        ) or (default_normalizer(self.models).normalize(ctx.text).text)
         # evidence from checks that already ran (not from this stage, not from earlier passes of it)
         upstream: dict[Category, tuple[float, str]] = {}
         for r in ctx.results:
@@ -190,7 +190,8 @@ class PublicFigureStage(PromptStage):
             hits = [
                 m
                 for m in public
-                if m.match is not None and cat in self.p.kind_contexts.get(m.match.figure.kind, self.p.context_categories)
+                if m.match is not None
+                and cat in self.p.kind_contexts.get(m.match.figure.kind, self.p.context_categories)
             ]
             if not hits or (cat not in lexical and cat not in upstream):
                 continue

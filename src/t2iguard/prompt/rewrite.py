@@ -211,7 +211,9 @@ class RewriteStage(PromptTransform):
         return self.params  # type: ignore[return-value]
 
     def index(self) -> PairIndex:
-        return self.models.get(("rewrite-index", tuple(self.p.pairs)), lambda: build_index(tuple(self.p.pairs), self.models))
+        return self.models.get(
+            ("rewrite-index", tuple(self.p.pairs)), lambda: build_index(tuple(self.p.pairs), self.models)
+        )
 
     def warmup(self) -> None:
         if self.p.backend == "retrieval":
