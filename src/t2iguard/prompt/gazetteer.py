@@ -257,9 +257,9 @@ class Gazetteer:
         k, score, _ = found
         # multi-word names must agree on the number of words and on each word's first letter
         kw, qw = k.split(), key.split()
-        if len(kw) != len(qw) or any(a[0] != b[0] for a, b in zip(kw, qw, strict=True)):
-            if not transliterated:
-                return None
+        mismatch = len(kw) != len(qw) or any(a[0] != b[0] for a, b in zip(kw, qw, strict=True))
+        if mismatch and not transliterated:
+            return None
         fig = self._index[k][0]
         return FigureMatch(fig, k, "fuzzy", round(score / 100.0, 4), distance=int(OSA.distance(key, k)))
 
