@@ -60,6 +60,18 @@ for _i in range(26):
     _EXTRA_FOLDS[chr(0x1F150 + _i)] = chr(ord("a") + _i)  # negative circled 🅐..🅩
     _EXTRA_FOLDS[chr(0x1F170 + _i)] = chr(ord("a") + _i)  # negative squared 🅰..🆉
 _EXTRA_FOLDS.update({"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "đ": "d", "ł": "l", "ı": "i"})
+# Greek and Cyrillic letters that obfuscators use for Latin ones although Unicode's confusables
+# table does not list them (they are similar, not identical): "nakεd", "κill", "тorture".
+_EXTRA_FOLDS.update(
+    {
+        "α": "a", "ε": "e", "η": "n", "ι": "i", "Ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p",
+        "τ": "t", "υ": "u", "χ": "x", "ω": "w", "γ": "y", "к": "k", "т": "t", "м": "m", "п": "n",
+    }
+)  # fmt: skip
+# "LATIN LETTER SMALL CAPITAL N" (ɴ): small capitals have no decomposition to fold through.
+_SMALL_CAPITAL_RE = re.compile(r"^(?:LATIN LETTER|MODIFIER LETTER) SMALL CAPITAL ([A-Z])$")
+# Single letters spelled out with one symbol that is otherwise read as leetspeak ("n+u+d+e", "n|u|d|e").
+_SPELLED_RE = re.compile(rf"^[^\W_](?P<sep>[{re.escape(_INNER_SYMBOLS)}])[^\W_](?:(?P=sep)[^\W_])+$")
 
 _INVISIBLE_CATEGORIES = frozenset({"Cf", "Cc", "Co", "Cn", "Cs"})
 
@@ -158,6 +170,9 @@ class Normalizer:
             return "", "combining"
         if cat.startswith("Z"):
             return " ", "whitespace"
+        small_cap = _SMALL_CAPITAL_RE.match(unicodedata.name(c, ""))
+        if small_cap:
+            return small_cap.group(1).lower(), "homoglyph"
         kind = ""
         n = unicodedata.normalize("NFKC", c)
         if n != c:
@@ -226,7 +241,13 @@ class Normalizer:
     # ---- words -------------------------------------------------------------------------
     def normalize(self, text: str) -> NormalizedText:
         folded, src, applied = self.fold(text)
-        pieces = [(m.start(), m.end()) for m in _PIECE_RE.finditer(folded)]
+        pieces: list[tuple[int, int]] = []
+        for m in _PIECE_RE.finditer(folded):
+            if _SPELLED_RE.match(m.group(0)):
+                # "n+u+d+e": the symbol separates letters spelled one by one
+                pieces.extend((i, i + 1) for i in range(m.start(), m.end(), 2))
+            else:
+                pieces.append((m.start(), m.end()))
         groups: list[list[tuple[int, int]]] = []
         gaps: list[list[str]] = []
         for start, end in pieces:
@@ -260,7 +281,7 @@ class Normalizer:
         for ch in gap:
             if ch == " ":
                 has_space = True
-            elif ch not in SEPARATORS:
+            elif ch not in SEPARATORS and not (ch in _INNER_SYMBOLS and left_len == 1 and right_len == 1):
                 return False
         if has_space:
             # "s u i c i d e": spaces only join letters spelled out one by one, so that
