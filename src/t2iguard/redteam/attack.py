@@ -30,12 +30,14 @@ from t2iguard.core.types import Category
 
 FAMILIES = ("character", "lexical", "multilingual", "composition", "search")
 
-_WORD_RE = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
-STOPWORDS = frozenset(
-    "a an the of with and or in on at to for from by as is are was were be been her his their its "
-    "this that these those very into onto over under near by while who whom which what there here "
-    "highly ultra trending artstation octane render unreal engine 4k 8k hd hdr".split()
-)
+WORD_RE = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
+STOPWORDS = frozenset({
+    "a", "an", "the", "of", "with", "and", "or", "in", "on", "at", "to", "for", "from", "by", "as", "is",
+    "are", "was", "were", "be", "been", "her", "his", "their", "its", "this", "that", "these", "those", "very",
+    "into", "onto", "over", "under", "near", "while", "who", "whom", "which", "what", "there", "here",
+    "highly", "ultra", "trending", "artstation", "octane", "render", "unreal", "engine", "4k", "8k", "hd",
+    "hdr",
+})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -95,11 +97,11 @@ class RedteamLexicon:
                         category=cat,
                         term=str(item["term"]).lower(),
                         forms=tuple(str(f).lower() for f in item.get("forms", [])),
-                        euphemisms=tuple(item.get("euphemisms", [])),
-                        visual=tuple(item.get("visual", [])),
-                        synonyms=tuple(item.get("synonyms", [])),
-                        opposite=item.get("opposite"),
-                        parts=tuple(tuple(p) for p in item.get("parts", [])),
+                        euphemisms=tuple(str(x) for x in item.get("euphemisms", [])),
+                        visual=tuple(str(x) for x in item.get("visual", [])),
+                        synonyms=tuple(str(x) for x in item.get("synonyms", [])),
+                        opposite=str(item["opposite"]) if item.get("opposite") else None,
+                        parts=tuple(tuple(str(x) for x in p) for p in item.get("parts", [])),
                     )
                 )
         return cls(entries)
@@ -132,7 +134,7 @@ def content_words(prompt: str, min_len: int = 4) -> list[Target]:
     """Words of at least ``min_len`` letters that are not stop words (the fallback targets)."""
     return [
         Target(m.start(), m.end(), m.group(0))
-        for m in _WORD_RE.finditer(prompt)
+        for m in WORD_RE.finditer(prompt)
         if len(m.group(0)) >= min_len and m.group(0).lower() not in STOPWORDS
     ]
 

@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import ClassVar
 
 from t2iguard.prompt.vocabulary import Vocabulary
-from t2iguard.redteam.attack import Attack, RedteamLexicon, Target, replace_spans
+from t2iguard.redteam.attack import STOPWORDS, WORD_RE, Attack, RedteamLexicon, Target, replace_spans
 
 # -- leetspeak: the common single-character substitutions (1337 "basic" level)
 LEET_SUBS: dict[str, tuple[str, ...]] = {
@@ -115,14 +115,25 @@ def _english() -> Vocabulary:
 
 
 class _PerWord(Attack):
-    """An attack that rewrites each target word independently."""
+    """An attack that rewrites the content words of each target (the words of a multi-word term
+    like "stabbed to death", without its stop words) independently."""
+
+    one_per_target: ClassVar[bool] = False
 
     def transform(self, prompt: str, rng: random.Random) -> str | None:
         reps = []
         for t in self.targets(prompt):
-            new = self.rewrite(t, rng)
-            if new is not None and new != t.text:
-                reps.append((t.start, t.end, new))
+            words = [
+                Target(t.start + m.start(), t.start + m.end(), m.group(0), t.entry)
+                for m in WORD_RE.finditer(t.text)
+                if m.group(0).lower() not in STOPWORDS
+            ] or [t]
+            if self.one_per_target:
+                words = [rng.choice(words)]
+            for w in words:
+                new = self.rewrite(w, rng)
+                if new is not None and new != w.text:
+                    reps.append((w.start, w.end, new))
         return replace_spans(prompt, reps) if reps else None
 
     def rewrite(self, target: Target, rng: random.Random) -> str | None:
@@ -156,7 +167,13 @@ class Leetspeak(_PerWord):
     def rewrite(self, target: Target, rng: random.Random) -> str | None:
         word = target.text
         lowered = {c: LEET_SUBS[c.lower()] for c in set(word) if c.lower() in LEET_SUBS}
-        return _substitute(word, lowered, self.rate, rng)
+        out = _substitute(word, lowered, self.rate, rng)
+        if not any(c.isalpha() for c in out):
+            # keep one letter: an all-digit token ("5117") no longer reads as a word, to a person
+            # or to the generator's text encoder
+            i = rng.choice([k for k, c in enumerate(word) if c.isalpha()])
+            out = out[:i] + word[i] + out[i + 1 :]
+        return out
 
 
 class Homoglyph(_PerWord):
@@ -229,6 +246,7 @@ class Misspelling(_PerWord):
 
     name: ClassVar[str] = "misspelling"
     family: ClassVar[str] = "character"
+    one_per_target: ClassVar[bool] = True
     description: ClassVar[str] = "realistic typos (nakde, nakked, pornografy)"
     OPS: ClassVar[tuple[str, ...]] = ("delete", "transpose", "double", "keyboard", "vowel", "phonetic")
 

@@ -73,7 +73,7 @@ class ConceptArithmetic(Attack):
             return " AND ".join([base, *parts]) if base else " AND ".join(parts)
         # scatter: the first part where the word was, the others at the start and the end
         first, rest = parts[0], parts[1:]
-        reps = [(targets[0].start, targets[0].end, first)] + removed[1:]
+        reps = [(targets[0].start, targets[0].end, first), *removed[1:]]
         base = _tidy(replace_spans(prompt, reps))
         head = rest[: len(rest) // 2]
         tail = rest[len(rest) // 2 :]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 import re
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import ClassVar
 
@@ -28,7 +28,7 @@ LANGUAGES: tuple[str, ...] = ("es", "de", "fr", "pt", "it")
 _WORD = re.compile(r"[^\W\d_]+")
 
 
-@lru_cache(maxsize=None)
+@cache
 def phrase_table(language: str) -> dict[str, dict[str, str]]:
     """``{"language": ..., "terms": {...}, "words": {...}}`` for a language code."""
     if language not in LANGUAGES:
@@ -48,9 +48,7 @@ class Translate(Attack):
     family: ClassVar[str] = "multilingual"
     description: ClassVar[str] = "phrase-table translation into es/de/fr/pt/it"
 
-    def __init__(
-        self, lexicon: RedteamLexicon | None = None, language: str | None = None, mode: str = "full"
-    ) -> None:
+    def __init__(self, lexicon: RedteamLexicon | None = None, language: str | None = None, mode: str = "full") -> None:
         super().__init__(lexicon)
         if language is not None:
             phrase_table(language)  # fail early on unknown languages

@@ -202,7 +202,7 @@ class SearchAttack:
             verdicts0 = oracle.check(["".join(b[0]) for b in batch0]) if batch0 else []
             used += len(batch0)
             steps += 1 if batch0 else 0
-            scored = []
+            scored: list[tuple[float, list[str], frozenset[int], list[dict[str, str]], Verdict]] = []
             for (texts, subs), v in zip(batch0, verdicts0, strict=True):
                 if not v.blocked:
                     return SearchOutcome(prompt, v.prompt, True, used, steps, v, subs)
