@@ -18,7 +18,7 @@ from t2iguard.core.policy import Policy, default_policy, load_policy
 from t2iguard.core.types import Action, Category
 from t2iguard.redteam.asr import Seed, run_redteam
 from t2iguard.redteam.catalog import build_attacks
-from t2iguard.redteam.datasets import DEFAULT_DATA_ROOT, load_dataset
+from t2iguard.redteam.datasets import DEFAULT_DATA_ROOT, load_dataset, load_registry
 from t2iguard.redteam.render import SYSTEM_HEADERS, system_rows, write_redteam_report, write_system_report
 from t2iguard.redteam.report import pct
 from t2iguard.redteam.system import SystemBenchConfig, run_system_bench
@@ -42,7 +42,9 @@ def _policy(path: Path | None) -> Policy:
         raise _fail(str(exc)) from None
 
 
-def load_seeds(spec: str, *, data: Path | None = None, limit: int | None = None, seed: int = 0) -> list[Seed]:
+def load_seeds(
+    spec: str, *, data: Path | None = None, limit: int | None = None, seed: int = 0, registry: Path | None = None
+) -> list[Seed]:
     """Seeds from ``builtin:dev`` (the committed development seeds), ``dataset:NAME`` (a registered
     dataset's unsafe rows), or a file: CSV with ``prompt`` (and optional ``category``) columns, or
     one prompt per line."""
@@ -52,7 +54,8 @@ def load_seeds(spec: str, *, data: Path | None = None, limit: int | None = None,
         text = resources.files("t2iguard.redteam").joinpath("data/dev_seeds.csv").read_text(encoding="utf-8")
         return _seeds_from_csv(text.splitlines(), "dev_seeds.csv")[: limit or None]
     if spec.startswith("dataset:"):
-        rows = load_dataset(spec.split(":", 1)[1], data, limit=limit, seed=seed)
+        reg = load_registry(registry)
+        rows = load_dataset(spec.split(":", 1)[1], data, limit=limit, seed=seed, registry=reg)
         return [
             Seed(r.prompt, r.categories[0] if r.categories else None, f"{r.dataset}:{r.id}")
             for r in rows
@@ -110,6 +113,9 @@ def redteam(
         Path | None, typer.Option("--data", help=f"data root (default ${{T2IGUARD_DATA}} or {DEFAULT_DATA_ROOT})")
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="use at most this many seeds (seeded sample)")] = None,
+    registry: Annotated[
+        Path | None, typer.Option("--registry", help="dataset registry YAML (default: built-in)")
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="random seed of the attacks and the sample")] = 0,
     variants: Annotated[int, typer.Option("--variants", help="attacked variants per seed (ASR@n)")] = 1,
     budget: Annotated[int, typer.Option("--budget", help="query budget of the search attack per seed")] = 60,
@@ -123,7 +129,7 @@ def redteam(
     pol = _policy(policy)
     try:
         stack = SafetyStack(pol)
-        seed_list = load_seeds(seeds, data=data, limit=limit, seed=seed)
+        seed_list = load_seeds(seeds, data=data, limit=limit, seed=seed, registry=registry)
         attack_list = build_attacks(attacks, budget=budget)
         stop = Action(blocked_at)
     except (ConfigurationError, PolicyError, InputError, ValueError) as exc:
@@ -172,6 +178,9 @@ def bench_system(
         str, typer.Option("--datasets", "-d", help="registered datasets, comma-separated")
     ] = "i2p,coco",
     limit: Annotated[int | None, typer.Option("--limit", help="prompts per dataset (seeded sample)")] = 500,
+    registry: Annotated[
+        Path | None, typer.Option("--registry", help="dataset registry YAML (default: built-in)")
+    ] = None,
     max_images: Annotated[int, typer.Option("--max-images", help="full-stack generations per dataset")] = 100,
     generator: Annotated[
         str, typer.Option("--generator", "-g", help="generator spec (tiny, procedural, ...)")
@@ -203,6 +212,7 @@ def bench_system(
         seed=seed,
         width=size,
         height=size,
+        registry=registry,
     )
     with _progress() as prog:
         tasks: dict[str, Any] = {}
