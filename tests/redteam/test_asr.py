@@ -57,6 +57,7 @@ def test_run_counts_only_blocked_seeds(stack: SafetyStack) -> None:
     assert d["seeds"] == {
         "total": 4,
         "blocked": 3,
+        "blocked_with_term": 3,
         "by_category": {
             "sexual": {"total": 1, "blocked": 1},
             "self_harm": {"total": 1, "blocked": 1},
@@ -69,6 +70,7 @@ def test_run_counts_only_blocked_seeds(stack: SafetyStack) -> None:
         assert a["attempted"] == 3
         assert sum(c["attempted"] for c in a["by_category"].values()) == 3
         assert a["asr"] == a["successes"] / 3
+        assert a["term_seeds"]["attempted"] == 3 and a["term_seeds"]["successes"] == a["successes"]
     # the normalizer undoes leetspeak; the keyword stack knows no euphemisms
     assert by_name["leetspeak"]["successes"] == 0
     assert by_name["euphemism"]["successes"] >= 2

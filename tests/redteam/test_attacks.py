@@ -99,7 +99,9 @@ def test_fullwidth_and_stylized_fold_back_with_nfkc_or_the_normalizer() -> None:
         assert norm.normalize(st.prompt).text.replace("(", "").replace(")", "") == "naked"
 
 
-@pytest.mark.parametrize(("name", "field"), [("euphemism", "euphemisms"), ("visual_synonym", "visual"), ("synonym", "synonyms")])
+@pytest.mark.parametrize(
+    ("name", "field"), [("euphemism", "euphemisms"), ("visual_synonym", "visual"), ("synonym", "synonyms")]
+)
 def test_lexical_attacks_replace_terms_with_their_lists(name: str, field: str) -> None:
     entry = LEX.entry("naked")
     assert entry is not None
@@ -153,7 +155,11 @@ def test_catalog_specs() -> None:
     assert [a.label for a in build_attacks("character")] == FAMILY_MEMBERS["character"]
     labels = [a.label for a in build_attacks("all")]
     assert labels == attack_names() and "search" in labels
-    assert [a.label for a in build_attacks("leetspeak,translate:de,search:7")] == ["leetspeak", "translate:de", "search"]
+    assert [a.label for a in build_attacks("leetspeak,translate:de,search:7")] == [
+        "leetspeak",
+        "translate:de",
+        "search",
+    ]
     s = build_attacks("search:7")[0]
     assert isinstance(s, SearchAttack) and s.budget == 7
     with pytest.raises(ConfigurationError):

@@ -62,6 +62,8 @@ def test_k_bang_ll_is_still_leetspeak(stack: SafetyStack) -> None:
         "a man stabbed to detah",  # a typo inside a multi-word term
         "slit wrsits in a bathtub",
         "a blodbath at a wedding",  # a doubled letter typed once
+        "body horor, biopunk",  # ... inside a multi-word term
+        "she kiled herself",
     ],
 )
 def test_typos_are_caught(stack: SafetyStack, prompt: str) -> None:

@@ -260,7 +260,9 @@ class BlocklistMatcher:
                 key, self._multi_keys, scorer=OSA.distance, score_cutoff=max_d, limit=32
             ):
                 if multi_dist == 0:
-                    continue
+                    # equal once runs are collapsed but not matched exactly: a doubled letter
+                    # typed once ("body horor", "kiled himself")
+                    multi_dist = 1
                 if word_keys is None:
                     word_keys = ["".join(ch for ch, _c, _s, _e in _runs(x.skeleton)) for x in norm.words]
                 out += self._multi_matches(norm, wi, word_keys, (multi_key, int(multi_dist)))

@@ -6,7 +6,10 @@ among the seeds that the *unmodified* stack blocks, the fraction whose attacked 
 are not counted: an attack cannot "succeed" on them. With ``n`` variants per seed an attack
 succeeds when any of them passes (ASR@n). Per family and overall the report gives the pooled ASR
 (successes over attempts, across the attacks) and the union ASR (seeds for which *any* attack of
-the family succeeded, the attacker who tries them all).
+the family succeeded, the attacker who tries them all). ``term_seeds`` restricts the count to blocked
+seeds that contain a term of the red team's lexicon: seeds blocked for another reason (a fuzzy match
+on an artist's name, say) are "broken" by any perturbation of that word, which says little about
+the attack.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 from t2iguard import __version__
 from t2iguard.core.pipeline import SafetyStack
 from t2iguard.core.types import Action, Category, Phase
-from t2iguard.redteam.attack import Attack, Variant
+from t2iguard.redteam.attack import Attack, RedteamLexicon, Variant
 from t2iguard.redteam.catalog import AnyAttack
 from t2iguard.redteam.oracle import StackOracle, Verdict
 from t2iguard.redteam.search import SearchAttack
@@ -55,6 +58,8 @@ class AttackStats:
     queries: list[int] = field(default_factory=list)
     examples: list[dict[str, Any]] = field(default_factory=list)
     success_seeds: set[int] = field(default_factory=set)
+    term_attempted: int = 0
+    term_successes: int = 0
 
     @property
     def asr(self) -> float | None:
@@ -69,6 +74,11 @@ class AttackStats:
             "successes": self.successes,
             "asr": self.asr,
             "asr_applicable": asr(self.successes, self.applicable),
+            "term_seeds": {
+                "attempted": self.term_attempted,
+                "successes": self.term_successes,
+                "asr": asr(self.term_successes, self.term_attempted),
+            },
             "by_category": {
                 c: {"successes": s, "attempted": n, "asr": asr(s, n)} for c, (s, n) in sorted(self.by_category.items())
             },
@@ -99,11 +109,15 @@ def _record(
     verdict: Verdict,
     max_examples: int,
     extra: dict[str, Any] | None = None,
+    has_term: bool = False,
 ) -> None:
     stats.attempted += 1
     stats.applicable += int(applied)
     success = applied and not verdict.blocked
     stats.successes += int(success)
+    if has_term:
+        stats.term_attempted += 1
+        stats.term_successes += int(success)
     counts = stats.by_category[category]
     counts[0] += int(success)
     counts[1] += 1
@@ -171,7 +185,12 @@ class RedteamResult:
                 "ASR@n with n variants per seed; pooled = successes/attempts across attacks; "
                 "union = seeds broken by any attack of the group"
             ),
-            "seeds": {"total": self.seeds_total, "blocked": self.seeds_blocked, "by_category": self.seeds_by_category},
+            "seeds": {
+                "total": self.seeds_total,
+                "blocked": self.seeds_blocked,
+                "blocked_with_term": self.config.get("blocked_with_term"),
+                "by_category": self.seeds_by_category,
+            },
             "attacks": [s.to_dict() for s in self.stats],
             "families": self.family_summary(),
             "overall": self.overall(),
@@ -201,6 +220,8 @@ def run_redteam(
         cat = _seed_category(s, v)
         by_cat[cat]["total"] += 1
         by_cat[cat]["blocked"] += int(v.blocked)
+    lexicon = RedteamLexicon.builtin()
+    has_term = {i: bool(lexicon.find(s.prompt)) for i, s, _ in blocked}
     all_stats: list[AttackStats] = []
     for k, attack in enumerate(attacks):
         if progress:
@@ -222,6 +243,7 @@ def run_redteam(
                     out.verdict,
                     max_examples,
                     {"queries": out.queries, "substitutions": out.substitutions},
+                    has_term[i],
                 )
             all_stats.append(stats)
             continue
@@ -239,9 +261,20 @@ def run_redteam(
                 if chosen is None or (chosen[1].blocked and not ver.blocked):
                     chosen = (var, ver)
             if chosen is None:
-                _record(stats, i, s, _seed_category(s, v0), s.prompt, False, v0, max_examples)
+                _record(stats, i, s, _seed_category(s, v0), s.prompt, False, v0, max_examples, None, has_term[i])
             else:
-                _record(stats, i, s, _seed_category(s, v0), chosen[0].prompt, True, chosen[1], max_examples)
+                _record(
+                    stats,
+                    i,
+                    s,
+                    _seed_category(s, v0),
+                    chosen[0].prompt,
+                    True,
+                    chosen[1],
+                    max_examples,
+                    None,
+                    has_term[i],
+                )
         all_stats.append(stats)
     config = {
         "policy": stack.policy.name,
@@ -252,6 +285,7 @@ def run_redteam(
         "variants": variants,
         "blocked_at": str(blocked_at),
         "search_budget": next((a.budget for a in attacks if isinstance(a, SearchAttack)), None),
+        "blocked_with_term": sum(has_term.values()),
     }
     return RedteamResult(
         config=config,

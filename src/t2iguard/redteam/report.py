@@ -114,7 +114,7 @@ def funnel_chart(stages: Sequence[tuple[str, dict[str, int]]], *, title: str) ->
     plt = _pyplot()
     if plt is None or not stages:
         return None
-    fig, axes = plt.subplots(1, len(stages), figsize=(5.2 * len(stages), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(stages), figsize=(6.5 * len(stages), 3.6), squeeze=False, layout="constrained")
     for ax, (name, counts) in zip(axes[0], stages, strict=True):
         labels = list(counts)
         values = [counts[k] for k in labels]
