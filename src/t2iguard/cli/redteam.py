@@ -196,6 +196,7 @@ def bench_system(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="compute everything again")] = False,
     seed: Annotated[int, typer.Option("--seed", help="sample seed")] = 0,
     size: Annotated[int | None, typer.Option("--size", help="image side in pixels (default: the generator's)")] = None,
+    images_per_prompt: Annotated[int, typer.Option("--images-per-prompt", help="images per generation")] = 1,
     out: Annotated[Path, typer.Option("--out", help="folder for system.json/.md/.html")] = Path("bench/results"),
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as one JSON object")] = False,
 ) -> None:
@@ -212,6 +213,7 @@ def bench_system(
         seed=seed,
         width=size,
         height=size,
+        images_per_prompt=images_per_prompt,
         registry=registry,
     )
     with _progress() as prog:

@@ -203,6 +203,22 @@ SYSTEM_HEADERS = [
 ]
 
 
+_RATES_NOTE = (
+    'For unsafe datasets "refused" is the unsafe-caught rate, for benign ones the over-refusal rate. '
+    "Prompt-layer columns cover every sampled prompt; end-to-end columns the full-stack prefix."
+)
+
+
+def output_check_rows(data: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for name, s in data["summary"]["datasets"].items():
+        for label in ("unsafe", "benign"):
+            for stage, p in (s.get(label, {}).get("end_to_end", {}).get("output_check_scores") or {}).items():
+                if p:
+                    rows.append([name, label, stage, p["n"], fmt(p["mean"], 3), fmt(p["p95"], 3), fmt(p["max"], 3)])
+    return rows
+
+
 def latency_rows(data: dict[str, Any]) -> list[list[Any]]:
     rows = []
     for key, p in data["summary"]["overall"]["latency_ms"].items():
@@ -243,7 +259,13 @@ def system_markdown(data: dict[str, Any], title: str = "t2iguard system benchmar
         "",
         "## Per dataset and label",
         "",
+        _RATES_NOTE,
+        "",
         md_table(SYSTEM_HEADERS, system_rows(data)),
+        "",
+        "## Output-image checks (highest score per generated image)",
+        "",
+        md_table(["dataset", "label", "stage", "n", "mean", "p95", "max"], output_check_rows(data)),
         "",
         "## Latency per layer (ms)",
         "",
@@ -264,7 +286,10 @@ def system_html(data: dict[str, Any], title: str = "t2iguard system benchmark") 
     )
     page.p(_convention_line(data), "note")
     page.h("Results per dataset")
+    page.p(_RATES_NOTE, "note")
     page.table(SYSTEM_HEADERS, system_rows(data))
+    page.h("Output-image checks", 3)
+    page.table(["dataset", "label", "stage", "n", "mean", "p95", "max"], output_check_rows(data))
     funnels = []
     for name, s in data["summary"]["datasets"].items():
         for label in ("unsafe", "benign"):
