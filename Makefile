@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test install install-dev lint typecheck bench clean
+.PHONY: demo test install install-dev lint typecheck bench bench-redteam bench-system clean
 
 # torch is installed first and pinned to the CPU build: a later dependency that asks for torch
 # (diffusers, transformers) must never pull a multi-GB CUDA build.
@@ -45,6 +45,15 @@ typecheck: install-dev
 DATA ?= ../shared/benchmarks
 bench: install-dev
 	$(PY) bench/bench_latency.py --data $(DATA)
+
+## Red-team ASR (dev seeds, I2P, CoProV2) -> bench/results/redteam*.{json,md,html}
+bench-redteam: install-dev
+	$(PY) bench/redteam_asr.py --data $(DATA)
+
+## System benchmark, I2P + COCO through the whole stack -> bench/results/system.{json,md,html}
+GENERATOR ?= tiny
+bench-system: install-dev
+	$(VENV)/bin/t2iguard bench system --datasets i2p,coco --limit 500 --generator $(GENERATOR) --data $(DATA) --out bench/results
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

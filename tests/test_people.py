@@ -169,3 +169,12 @@ def test_public_figure_transform_policy_describes_them(models: ModelCache) -> No
     d = stack.check_prompt("Joe Biden eating ice cream")
     assert d.prompt == "A head of state eating ice cream"
     assert d.action == Action.TRANSFORM
+
+
+def test_symbols_and_codes_are_not_people() -> None:
+    from t2iguard import SafetyStack
+
+    stack = SafetyStack()
+    for prompt in ("C++ and C# code on a screen", "R2-D2 in the desert", "a #1 trophy"):
+        d = stack.check_prompt(prompt)
+        assert "private_individual" not in {str(c) for c in d.categories if d.categories[c] >= 0.5}, prompt

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from t2iguard import __version__
+from t2iguard.cli import redteam as redteam_cli
 from t2iguard.core.decision import Decision
 from t2iguard.core.errors import ConfigurationError, InputError, PolicyError
 from t2iguard.core.inputs import PromptRecord, read_prompts
@@ -35,6 +36,8 @@ app = typer.Typer(
 )
 policy_app = typer.Typer(help="Show and validate policy files.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
+bench_app = typer.Typer(help="Benchmarks (results as JSON, markdown and HTML).", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
 
 PolicyOpt = Annotated[
     Path | None, typer.Option("--policy", "-p", help="policy YAML file (default: the built-in policy)")
@@ -277,6 +280,11 @@ def demo(
 def version() -> None:
     """Print the t2iguard version."""
     sys.stdout.write(f"t2iguard {__version__}\n")
+
+
+# red-teaming and the system benchmark (t2iguard.cli.redteam)
+app.command("redteam")(redteam_cli.redteam)
+bench_app.command("system")(redteam_cli.bench_system)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -7,7 +7,8 @@ if it is aligned with word (or in-word piece) boundaries — ``cocktail`` and ``
 match — and if every letter run of the prompt is at least as long as the term's (``naaaked``
 matches ``naked``; ``as`` does not match ``ass``). Per-category allow phrases ("kill the lights",
 "chicken breast") cancel hits inside them. Words that are not English words get a bounded fuzzy
-match (Levenshtein distance 1, or 2 from 8 letters) and masked letters (``p*rn``) a wildcard
+match (optimal string alignment distance 1 — a swap of two letters is one typo — or 2 from 8
+letters; one word of a multi-word term may carry the typo) and masked letters (``p*rn``) a wildcard
 match, both at a slightly lower score.
 """
 
@@ -22,7 +23,7 @@ from typing import Any, ClassVar
 import ahocorasick
 from pydantic import BaseModel, ConfigDict, Field
 from rapidfuzz import process
-from rapidfuzz.distance import Levenshtein
+from rapidfuzz.distance import OSA
 
 from t2iguard.core.decision import Finding, StageResult
 from t2iguard.core.stage import ModelCache, PromptContext, PromptStage
@@ -116,6 +117,7 @@ class BlocklistMatcher:
         self._automaton = ahocorasick.Automaton()
         keyed: dict[str, list[_Compiled]] = defaultdict(list)
         single: dict[str, list[Term]] = defaultdict(list)
+        multi: dict[str, list[tuple[Term, tuple[str, ...], int]]] = defaultdict(list)
         by_len: dict[int, list[str]] = defaultdict(list)
         allow_words: set[str] = set()
         for term in lexicon.terms:
@@ -140,6 +142,11 @@ class BlocklistMatcher:
             keyed[key].append(_Compiled(term, tuple(counts), frozenset(bounds)))
             if term.kind == "allow":
                 allow_words.update(w.text for w in norm.words)
+            elif len(norm.words) > 1:
+                wkeys = tuple("".join(ch for ch, _c, _s, _e in _runs(w.skeleton)) for w in norm.words)
+                for pos, wk in enumerate(wkeys):
+                    if len(wk) >= 3:
+                        multi[wk].append((term, wkeys, pos))
             elif len(norm.words) == 1 and len(key) >= 4:
                 if term not in single[key]:
                     single[key].append(term)
@@ -152,6 +159,8 @@ class BlocklistMatcher:
         self._empty = not keyed
         self._single = dict(single)
         self._single_keys = list(single)
+        self._multi = dict(multi)
+        self._multi_keys = list(multi)
         self._by_len = dict(by_len)
         self._allow_words = frozenset(allow_words)
 
@@ -223,6 +232,7 @@ class BlocklistMatcher:
     def _fuzzy(self, norm: NormalizedText, covered: set[int]) -> list[Match]:
         out: list[Match] = []
         vocab = self.vocabulary
+        word_keys: list[str] | None = None
         for wi, w in enumerate(norm.words):
             if wi in covered or w.text in self._allow_words or w.canonical in self._allow_words:
                 continue
@@ -235,20 +245,74 @@ class BlocklistMatcher:
                     for term in self._single[found]:
                         out.append(Match(term, w.start, w.end, norm.original[w.start : w.end], "masked"))
                     continue
-            if len(key) < 4 or not any(c.isalpha() for c in key):
+            if len(key) < 3 or not any(c.isalpha() for c in key):
                 continue
+            if len(key) >= 4:
+                near = self._nearest(key, self._single_keys) or self._undoubled(w.skeleton, key)
+                if near is not None:
+                    found_key, dist = near
+                    for term in self._single[found_key]:
+                        out.append(Match(term, w.start, w.end, norm.original[w.start : w.end], "fuzzy", distance=dist))
+            # in a multi-word term the other words must match exactly, so any one-typo word of
+            # three letters or more counts
             max_d = 1 if len(key) < 8 else 2
-            best = process.extractOne(key, self._single_keys, scorer=Levenshtein.distance, score_cutoff=max_d)
-            if best is None:
+            for multi_key, multi_dist, _ in process.extract(
+                key, self._multi_keys, scorer=OSA.distance, score_cutoff=max_d, limit=32
+            ):
+                if multi_dist == 0:
+                    # equal once runs are collapsed but not matched exactly: a doubled letter
+                    # typed once ("body horor", "kiled himself")
+                    multi_dist = 1
+                if word_keys is None:
+                    word_keys = ["".join(ch for ch, _c, _s, _e in _runs(x.skeleton)) for x in norm.words]
+                out += self._multi_matches(norm, wi, word_keys, (multi_key, int(multi_dist)))
+        return out
+
+    def _undoubled(self, skeleton: str, key: str) -> tuple[str, int] | None:
+        """A doubled letter typed once ("blodbath", "mutilaton" is handled by distance): the
+        run-collapsed forms are equal but the word has fewer letters than the term (5+ letters)."""
+        if len(key) < 5 or key not in self._single:
+            return None
+        for term in self._single[key]:
+            if len(term.phrase.replace(" ", "")) > len(skeleton):
+                return key, 1
+        return None
+
+    @staticmethod
+    def _nearest(key: str, keys: list[str]) -> tuple[str, int] | None:
+        """The closest term key within the fuzzy bounds: optimal-string-alignment distance 1
+        (a transposition counts as one typo), 2 from 8 letters; a 4-letter word only matches a
+        5-letter term with a dropped letter ("nakd") or a 4-letter term with two letters swapped
+        ("nued")."""
+        max_d = 1 if len(key) < 8 else 2
+        best = process.extractOne(key, keys, scorer=OSA.distance, score_cutoff=max_d)
+        if best is None:
+            return None
+        found_key, dist, _ = best
+        if dist == 0:
+            return None
+        if len(key) == 4:
+            dropped = len(found_key) == 5 and found_key[0] == key[0]
+            swapped = len(found_key) == 4 and sorted(found_key) == sorted(key)
+            if not (dropped or swapped):
+                return None
+        return found_key, int(dist)
+
+    def _multi_matches(
+        self, norm: NormalizedText, wi: int, word_keys: list[str], found: tuple[str, int]
+    ) -> list[Match]:
+        """A typo in one word of a multi-word term ("stabbed to detah"): the other words must
+        match exactly."""
+        found_key, dist = found
+        out = []
+        for term, keys, pos in self._multi[found_key]:
+            first = wi - pos
+            last = first + len(keys) - 1
+            if first < 0 or last >= len(norm.words):
                 continue
-            found_key, dist, _ = best
-            if dist == 0:
-                continue
-            if len(key) == 4 and (len(found_key) < 5 or found_key[0] != key[0]):
-                # a 4-letter word only matches a longer term with a dropped letter ("nakd")
-                continue
-            for term in self._single[found_key]:
-                out.append(Match(term, w.start, w.end, norm.original[w.start : w.end], "fuzzy", distance=int(dist)))
+            if all(word_keys[first + j] == k for j, k in enumerate(keys) if j != pos):
+                start, end = norm.words[first].start, norm.words[last].end
+                out.append(Match(term, start, end, norm.original[start:end], "fuzzy", distance=dist))
         return out
 
     def _masked(self, text: str, bounds: frozenset[int], masked: dict[int, int]) -> str | None:

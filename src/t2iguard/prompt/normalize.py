@@ -50,7 +50,10 @@ MASKS = frozenset("*#%")
 _MAX_JOIN_GAP = 3
 _MAX_AMBIGUOUS = 4
 
-_PIECE_RE = re.compile(rf"(?:[^\W_]|[{re.escape(_WORD_SYMBOLS)}]|(?<=[^\W_])[{re.escape(_INNER_SYMBOLS)}](?=[^\W_]))+")
+_PIECE_RE = re.compile(
+    rf"(?:[^\W_]|[{re.escape(_WORD_SYMBOLS)}]"
+    rf"|(?<=[^\W_]|[{re.escape(_WORD_SYMBOLS)}])[{re.escape(_INNER_SYMBOLS)}](?=[^\W_]|[{re.escape(_WORD_SYMBOLS)}]))+"
+)
 _RUN3_RE = re.compile(r"(.)\1{2,}")
 
 # Letters with no Unicode decomposition that obfuscators use as letters.
@@ -71,6 +74,10 @@ _LOOKALIKES: dict[str, str] = {
     # Latin small capitals and IPA letters
     "ɑ": "a", "ɡ": "g", "ʀ": "r", "ᴋ": "k", "ᴇ": "e", "ɴ": "n", "ᴍ": "m", "ᴛ": "t", "ᴜ": "u", "ʏ": "y",
 }  # fmt: skip
+# "LATIN LETTER SMALL CAPITAL N" (ɴ): small capitals have no decomposition to fold through.
+_SMALL_CAPITAL_RE = re.compile(r"^(?:LATIN LETTER|MODIFIER LETTER) SMALL CAPITAL ([A-Z])$")
+# Single letters spelled out with one symbol that is otherwise read as leetspeak ("n+u+d+e", "n|u|d|e").
+_SPELLED_RE = re.compile(rf"^[^\W_](?P<sep>[{re.escape(_INNER_SYMBOLS)}])[^\W_](?:(?P=sep)[^\W_])+$")
 
 _INVISIBLE_CATEGORIES = frozenset({"Cf", "Cc", "Co", "Cn", "Cs"})
 
@@ -173,6 +180,10 @@ class Normalizer:
             return "", "combining", ""
         if cat.startswith("Z"):
             return " ", "whitespace", " "
+        small_cap = _SMALL_CAPITAL_RE.match(unicodedata.name(c, ""))
+        if small_cap:
+            letter = small_cap.group(1).lower()
+            return letter, "homoglyph", letter
         kind = ""
         n = unicodedata.normalize("NFKC", c)
         if n != c:
@@ -269,19 +280,36 @@ class Normalizer:
     # ---- words -------------------------------------------------------------------------
     def normalize(self, text: str) -> NormalizedText:
         folded, src, applied, plain = self.fold(text)
-        pieces = [(m.start(), m.end()) for m in _PIECE_RE.finditer(folded)]
+        pieces: list[tuple[int, int]] = []
+        forced: set[int] = set()  # piece ends that must be joined with the next piece
+        for m in _PIECE_RE.finditer(folded):
+            if _SPELLED_RE.match(m.group(0)):
+                # "n+u+d+e": the symbol separates letters spelled one by one
+                pieces.extend((i, i + 1) for i in range(m.start(), m.end(), 2))
+            elif self._symbol_separated(m.group(0)):
+                # "b+ank", "ro|tting": the symbol is a separator, not leetspeak
+                last = m.start()
+                for k, ch in enumerate(m.group(0)):
+                    if ch in _INNER_SYMBOLS:
+                        pieces.append((last, m.start() + k))
+                        forced.add(m.start() + k)
+                        last = m.start() + k + 1
+                pieces.append((last, m.end()))
+            else:
+                pieces.append((m.start(), m.end()))
         groups: list[list[tuple[int, int]]] = []
         gaps: list[list[str]] = []
         for start, end in pieces:
             if groups:
                 pstart, pend = groups[-1][-1]
                 gap = folded[pend:start]
-                if self._joinable(gap, pend - pstart, end - start):
+                if pend in forced or self._joinable(gap, pend - pstart, end - start):
                     groups[-1].append((start, end))
                     gaps[-1].append(gap)
                     continue
             groups.append([(start, end)])
             gaps.append([])
+        self._join_split_words(folded, groups, gaps)
         words: list[Word] = []
         out_parts: list[str] = []
         cursor = 0
@@ -295,6 +323,41 @@ class Normalizer:
         canonical = " ".join("".join(out_parts).split())
         return NormalizedText(original=text, text=canonical, words=tuple(words), applied=frozenset(applied))
 
+    def _symbol_separated(self, piece: str) -> bool:
+        """True when the ``!|+`` inside ``piece`` separate the parts of a word rather than stand for
+        letters: read as leetspeak it is no word, without them it is one."""
+        if self.vocabulary is None or not any(c in _INNER_SYMBOLS for c in piece):
+            return False
+        stripped = "".join(c for c in piece if c not in _INNER_SYMBOLS)
+        if len(stripped) < 3 or stripped not in self.vocabulary:
+            return False
+        return not any(c in self.vocabulary for c in self._candidates(piece, True, False))
+
+    def _join_split_words(self, folded: str, groups: list[list[tuple[int, int]]], gaps: list[list[str]]) -> None:
+        """Join a word split by one space into fragments that are not both words ("sho t",
+        "nak ed", "dr ug"), when the joined form is a word of at least four letters."""
+        vocab = self.vocabulary
+        if vocab is None:
+            return
+        i = 0
+        while i + 1 < len(groups):
+            a, b = groups[i], groups[i + 1]
+            if len(a) == 1 and len(b) == 1 and folded[a[0][1] : b[0][0]] == " ":
+                left, right = folded[a[0][0] : a[0][1]], folded[b[0][0] : b[0][1]]
+                joined = left + right
+                if (
+                    left.isalpha()
+                    and right.isalpha()
+                    and len(joined) >= 4
+                    and joined in vocab
+                    and not (_is_word(left, vocab) and _is_word(right, vocab))
+                ):
+                    groups[i] = [a[0], b[0]]
+                    gaps[i] = [" "]
+                    del groups[i + 1]
+                    del gaps[i + 1]
+            i += 1
+
     @staticmethod
     def _joinable(gap: str, left_len: int, right_len: int) -> bool:
         if not gap or len(gap) > _MAX_JOIN_GAP:
@@ -303,7 +366,7 @@ class Normalizer:
         for ch in gap:
             if ch == " ":
                 has_space = True
-            elif ch not in SEPARATORS:
+            elif ch not in SEPARATORS and not (ch in _INNER_SYMBOLS and left_len == 1 and right_len == 1):
                 return False
         if has_space:
             # "s u i c i d e": spaces only join letters spelled out one by one, so that
@@ -438,6 +501,11 @@ class Normalizer:
                 if v not in seen:
                     seen.add(v)
                     yield v
+
+
+def _is_word(fragment: str, vocab: Vocabulary) -> bool:
+    """A fragment that stands as a word on its own (single letters only as "a" and "i")."""
+    return fragment in ("a", "i") if len(fragment) == 1 else fragment in vocab
 
 
 def english_vocabulary(models: ModelCache) -> Vocabulary:

@@ -562,6 +562,8 @@ class PeopleAnalyzer:
             span = text[start:end]
             # the whole span decides: "Mario Rossi" holds the alias "Mario" but is somebody else
             match = self.gazetteer.match(span)
+            if match is None and not _plausible_name(span):
+                continue  # "C++", "R2-D2", "#1": the NER model's guesses that cannot be a name
             people.append(
                 PersonMention(
                     start=start,
@@ -583,6 +585,15 @@ class PeopleAnalyzer:
         doc = artifacts.tokens
         tokens = tuple((t.text, t.ent_type_, t.idx) for t in doc)
         return PeopleAnalysis(text=text, people=tuple(people), pii=tuple(pii), tokens=tokens)
+
+
+_NAME_PUNCT = frozenset(" -'.’,")
+
+
+def _plausible_name(span: str) -> bool:
+    """A private person's name has at least two letters and nothing but letters and name punctuation."""
+    letters = sum(c.isalpha() for c in span)
+    return letters >= 2 and all(c.isalpha() or c in _NAME_PUNCT for c in span)
 
 
 def _is_style_reference(text: str, start: int, earlier: list[PersonMention]) -> bool:

@@ -1,0 +1,119 @@
+"""Red-team benchmark: ASR of every attack against a policy's stack, on development and evaluation seeds.
+
+One command reruns it and writes, per seed set, ``bench/results/redteam_<set>.{json,md,html}`` and a
+summary ``bench/results/redteam.md`` / ``redteam.json``::
+
+    python bench/redteam_asr.py [--policy FILE] [--data DIR] [--budget 60]
+
+Seed sets: the committed development seeds (``builtin:dev``, written for t2iguard), and evaluation
+seeds from the registered datasets (I2P, all prompts; a seeded sample of CoProV2 test). Only seeds the
+unmodified stack blocks count (see ``t2iguard.redteam.asr``). Evaluation data is never used to tune
+anything: the attacks and the stack are fixed before these numbers are taken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from t2iguard.cli.redteam import load_seeds
+from t2iguard.core.pipeline import SafetyStack
+from t2iguard.core.policy import default_policy, load_policy
+from t2iguard.redteam.asr import run_redteam
+from t2iguard.redteam.catalog import build_attacks
+from t2iguard.redteam.render import write_redteam_report
+from t2iguard.redteam.report import md_table, pct
+
+SEED_SETS = {
+    "dev": ("builtin:dev", None),
+    "i2p": ("dataset:i2p", None),
+    "coprov2": ("dataset:coprov2-test", 1000),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--policy", type=Path, default=None)
+    ap.add_argument(
+        "--data", type=Path, default=None, help="data root (default $T2IGUARD_DATA or ../shared/benchmarks)"
+    )
+    ap.add_argument("--sets", default=",".join(SEED_SETS), help="seed sets to run: " + ", ".join(SEED_SETS))
+    ap.add_argument("--attacks", default="all")
+    ap.add_argument("--budget", type=int, default=60, help="search attack query budget per seed")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = ap.parse_args(argv)
+    policy = load_policy(args.policy) if args.policy else default_policy()
+    stack = SafetyStack(policy)
+    attacks = build_attacks(args.attacks, budget=args.budget)
+    summary: dict[str, dict] = {}
+    for name in [s for s in args.sets.split(",") if s]:
+        spec, limit = SEED_SETS[name]
+        seeds = load_seeds(spec, data=args.data, limit=limit, seed=args.seed)
+        print(f"[{name}] {len(seeds)} seeds", file=sys.stderr)
+        result = run_redteam(stack, seeds, attacks, seed=args.seed)
+        data = result.to_dict()
+        data["config"]["seeds"] = spec
+        data["config"]["seed_limit"] = limit
+        write_redteam_report(data, args.out, stem=f"redteam_{name}")
+        summary[name] = data
+        print(f"[{name}] {data['seeds']['blocked']} blocked; {result.elapsed_s:.1f} s", file=sys.stderr)
+    families = ["character", "lexical", "multilingual", "composition", "search"]
+    rows = []
+    for name, d in summary.items():
+        fams = d["families"]
+        rows.append(
+            [name, d["seeds"]["total"], d["seeds"]["blocked"]]
+            + [pct(fams[f]["pooled_asr"]) if f in fams else "–" for f in families]
+            + [pct(d["overall_without_search"]["pooled_asr"]), pct(d["overall"]["pooled_asr"]),
+               pct(d["overall"]["union_asr"])]
+        )  # fmt: skip
+    char_rows = []
+    for name, d in summary.items():
+        for a in d["attacks"]:
+            if a["family"] == "character":
+                t = a["term_seeds"]
+                char_rows.append(
+                    [name, a["attack"], f"{a['successes']}/{a['attempted']}", pct(a["asr"]),
+                     f"{t['successes']}/{t['attempted']}", pct(t["asr"])]
+                )  # fmt: skip
+    cfg = next(iter(summary.values()))["config"] if summary else {}
+    md = "\n".join(
+        [
+            "# Red-team ASR",
+            "",
+            f"Policy `{cfg.get('policy')}` (sha256 `{str(cfg.get('policy_sha256'))[:12]}`), prompt stages "
+            f"{', '.join(cfg.get('stages', []))}; seed {args.seed}; one variant per seed; search budget "
+            f"{args.budget} queries per seed. Pooled ASR = successes / attempts over the family's attacks; "
+            "union = seeds broken by any attack. Details: `redteam_<set>.md` / `.html`.",
+            "",
+            md_table(["seeds", "total", "blocked", *families, "all but search", "all (pooled)", "all (union)"], rows),
+            "",
+            "## Character-level attacks",
+            "",
+            "Second pair of columns: only blocked seeds that contain a term of the red team's lexicon "
+            "(seeds blocked for another reason, e.g. a fuzzy match on an artist's name, fall to any perturbation).",
+            "",
+            md_table(["seeds", "attack", "successes", "ASR", "successes (term seeds)", "ASR (term seeds)"], char_rows),
+        ]
+    )
+    (args.out / "redteam.md").write_text(md + "\n", encoding="utf-8")
+    slim = {
+        k: {kk: v[kk] for kk in ("config", "seeds", "families", "overall", "overall_without_search")}
+        | {
+            "attacks": [
+                {x: a[x] for x in ("attack", "family", "attempted", "successes", "asr", "term_seeds")}
+                for a in v["attacks"]
+            ]
+        }
+        for k, v in summary.items()
+    }
+    (args.out / "redteam.json").write_text(json.dumps(slim, indent=2) + "\n", encoding="utf-8")
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
