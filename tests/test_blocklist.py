@@ -183,3 +183,16 @@ def test_bad_lexicons_fail_loudly(tmp_path: Path, content: str, message: str) ->
     f.write_text(content)
     with pytest.raises(ConfigurationError, match=message):
         Lexicon.load(f)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["art by H. R. Giger", "a painting by Berner", "a postcard from Pais de Gales", "a woman layed on the bed"],
+)
+def test_fuzzy_matching_spares_names_and_first_letter_changes(matcher: BlocklistMatcher, text: str) -> None:
+    assert all(s < 0.9 for s in scores(matcher, text).values()), scores(matcher, text)
+
+
+def test_fuzzy_matching_still_catches_typos_in_lower_case_and_headlines(matcher: BlocklistMatcher) -> None:
+    assert scores(matcher, "a nakd woman")[Category.SEXUAL] >= 0.9
+    assert scores(matcher, "A Nakd Woman On The Beach")[Category.SEXUAL] >= 0.9  # headline case

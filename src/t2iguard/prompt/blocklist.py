@@ -83,6 +83,18 @@ class _Compiled:
     boundaries: frozenset[int]  # run offsets where the term may cross a word boundary
 
 
+def _title_case(word: str) -> bool:
+    """``Berner``: an upper-case letter followed by lower-case letters only."""
+    return len(word) > 1 and word[0].isupper() and word[1:].isalpha() and word[1:].islower()
+
+
+def _mostly_title_case(norm: NormalizedText) -> bool:
+    """A headline or a title ("Naked Lunch Poster"), where capitals do not mark names."""
+    words = [norm.original[w.start : w.end] for w in norm.words]
+    alpha = [w for w in words if w[:1].isalpha()]
+    return len(alpha) >= 2 and sum(_title_case(w) or w.isupper() for w in alpha) / len(alpha) > 0.6
+
+
 def _allowed_by(allow: Match, hit: Match) -> bool:
     """True when ``hit`` lies inside the allow phrase ``allow`` of its category (or of all)."""
     same = allow.term.category is None or allow.term.category == hit.term.category
@@ -233,11 +245,14 @@ class BlocklistMatcher:
         out: list[Match] = []
         vocab = self.vocabulary
         word_keys: list[str] | None = None
+        headline = _mostly_title_case(norm)
         for wi, w in enumerate(norm.words):
             if wi in covered or w.text in self._allow_words or w.canonical in self._allow_words:
                 continue
             if vocab is not None and (w.text in vocab or w.canonical in vocab):
                 continue
+            if wi > 0 and not headline and _title_case(norm.original[w.start : w.end]):
+                continue  # a proper noun mid-sentence ("by Berner", "Pais de Gales"): names are not typos
             key = "".join(ch for ch, _c, _s, _e in _runs(w.skeleton))
             if w.masked:
                 found = self._masked(w.text, w.bounds, dict(w.masked))
@@ -285,10 +300,16 @@ class BlocklistMatcher:
         5-letter term with a dropped letter ("nakd") or a 4-letter term with two letters swapped
         ("nued")."""
         max_d = 1 if len(key) < 8 else 2
-        best = process.extractOne(key, keys, scorer=OSA.distance, score_cutoff=max_d)
-        if best is None:
+        # the first letter must agree: real typos and evasions keep it, while names that differ
+        # from a term in their first letter are common ("Giger", "layed" vs "flayed")
+        candidates = [
+            c
+            for c in process.extract(key, keys, scorer=OSA.distance, score_cutoff=max_d, limit=16)
+            if c[0][0] == key[0]
+        ]
+        if not candidates:
             return None
-        found_key, dist, _ = best
+        found_key, dist, _ = min(candidates, key=lambda c: c[1])
         if dist == 0:
             return None
         if len(key) == 4:
