@@ -20,6 +20,8 @@ from typing import Any
 import httpx
 import uvicorn
 
+from support.stages import ReplaceNameTransform
+from t2iguard.core.registry import StageRegistry
 from t2iguard.service.app import Gateway, create_app
 from t2iguard.service.config import GatewayConfig, load_config
 from t2iguard.service.store import Store
@@ -39,6 +41,7 @@ stages:
   - stage: normalize
   - stage: blocklist
     threshold: 0.9
+  - stage: test_rename
 """
 
 # output images are held for review whatever they show (threshold 0): exercises stored images
@@ -94,8 +97,10 @@ def gateway_config(tmp_path: Path, **overrides: Any) -> GatewayConfig:
 
 
 @contextmanager
-def live_gateway(config: GatewayConfig, store: Store | None = None) -> Iterator[LiveGateway]:
-    gw = Gateway(config, store=store)
+def live_gateway(config: GatewayConfig, store: Store | None = None, **kwargs: Any) -> Iterator[LiveGateway]:
+    registry = StageRegistry()
+    registry.register("test_rename", ReplaceNameTransform)
+    gw = Gateway(config, store=store, registry=registry, **kwargs)
     app = create_app(gw)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -38,6 +38,7 @@ from t2iguard.core.errors import ConfigurationError, InputError
 from t2iguard.core.inputs import ImageItem, load_image
 from t2iguard.core.pipeline import GenerationOutcome, SafetyStack
 from t2iguard.core.policy import Policy, default_policy, load_policy
+from t2iguard.core.registry import StageRegistry
 from t2iguard.core.stage import ModelCache
 from t2iguard.core.types import Action, Category, Phase
 from t2iguard.generate.base import GenerationRequest, Generator
@@ -92,6 +93,7 @@ class RequestState:
     request_id: str
     t0: float
     ip: str | None
+    client_request_id: str | None = None
     key: KeyInfo | None = None
     commit: RequestCommit | None = None
     error_code: str | None = None
@@ -126,8 +128,10 @@ class Gateway:
         store: Store | None = None,
         generator: Generator | None = None,
         limiter: MemoryRateLimiter | RedisRateLimiter | None = None,
+        registry: StageRegistry | None = None,
     ) -> None:
         self.config = config
+        self.registry = registry or StageRegistry()
         self.store = store or Store(config.db_url)
         self.limiter = limiter or make_rate_limiter(config.redis_url)
         self.metrics = Metrics()
@@ -155,7 +159,9 @@ class Gateway:
             )
         st = self._stacks.get(policy_name)
         if st is None:
-            st = SafetyStack(self.policies[policy_name], models=self.models, generator=self.generator)
+            st = SafetyStack(
+                self.policies[policy_name], registry=self.registry, models=self.models, generator=self.generator
+            )
             self._stacks[policy_name] = st
         return st
 
@@ -311,14 +317,15 @@ class AuditMiddleware:
         audited = path.startswith(AUDITED_PREFIXES)
         rid = ""
         for name, value in scope.get("headers", []):
-            if name == b"x-request-id":
+            if name in (b"x-client-request-id", b"x-request-id"):
                 cand = value.decode("latin-1")
                 rid = cand if REQUEST_ID_RE.match(cand) else ""
                 break
         st = RequestState(
-            request_id=rid or uuid.uuid4().hex,
+            request_id=uuid.uuid4().hex,
             t0=time.perf_counter(),
             ip=_client_ip(scope, gw.config.trust_forwarded_for),
+            client_request_id=rid or None,
         )
         scope.setdefault("state", {})["t2iguard"] = st
         started = False
@@ -356,6 +363,8 @@ class AuditMiddleware:
                 status_sent = status
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", st.request_id.encode()))
+                if st.client_request_id:
+                    headers.append((b"x-client-request-id", st.client_request_id.encode()))
                 for k, v in st.headers.items():
                     headers.append((k.encode(), v.encode()))
                 message = {**message, "headers": headers}
@@ -421,6 +430,7 @@ class AuditMiddleware:
         audit = commit.audit
         audit.update(
             request_id=st.request_id,
+            client_request_id=st.client_request_id,
             method=str(scope.get("method", ""))[:10],
             path=str(scope.get("path", ""))[:300],
             endpoint=(getattr(route, "path", None) or "unmatched")[:60],

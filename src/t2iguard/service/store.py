@@ -44,6 +44,7 @@ ROLE_RANK = {r: i for i, r in enumerate(ROLES)}
 KEY_PREFIX = "t2g"
 REVIEW_ACTIONS = ("approve", "reject", "escalate")
 ESCALATION_FORMAT = "t2iguard-escalation/1"
+STRIKE_TOLERANCE = 0.05
 
 
 def hash_secret(secret: str) -> str:
@@ -365,7 +366,8 @@ class Store:
             outcome.indefinitely = True
             reason = f"blocked for {', '.join(sorted(map(str, immediate)))}: suspended until a reviewer lifts it"
         else:
-            reached = [r for r in pp.suspend if total >= r.strikes]
+            # tolerance: N blocks within a short time reach an N-strike rule despite the decay
+            reached = [r for r in pp.suspend if total >= r.strikes - STRIKE_TOLERANCE]
             if reached:
                 rule = max(reached, key=lambda r: r.strikes)
                 reason = f"{total:.1f} strikes >= {rule.strikes:g}"
@@ -629,6 +631,7 @@ def _audit_dict(r: AuditRecord) -> dict[str, Any]:
     return {
         "seq": r.seq,
         "request_id": r.request_id,
+        "client_request_id": r.client_request_id,
         "created_at": r.created_at.isoformat(),
         "method": r.method,
         "path": r.path,

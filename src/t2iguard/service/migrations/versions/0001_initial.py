@@ -43,6 +43,7 @@ def upgrade() -> None:
         "audit_log",
         sa.Column("seq", sa.Integer(), primary_key=True, autoincrement=True),
         sa.Column("request_id", sa.String(64), nullable=False, unique=True),
+        sa.Column("client_request_id", sa.String(64), nullable=True),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.Column("method", sa.String(10), nullable=False),
         sa.Column("path", sa.String(300), nullable=False),
@@ -63,6 +64,7 @@ def upgrade() -> None:
         sa.Column("latency_ms", sa.Float(), nullable=False),
     )
     op.create_index("ix_audit_key_created", "audit_log", ["key_id", "created_at"])
+    op.create_index("ix_audit_log_client_request_id", "audit_log", ["client_request_id"])
     op.create_table(
         "outputs",
         sa.Column("id", sa.String(64), primary_key=True),
