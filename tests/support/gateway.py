@@ -82,6 +82,7 @@ class LiveGateway:
 
 def gateway_config(tmp_path: Path, **overrides: Any) -> GatewayConfig:
     """Procedural generator, SQLite in ``tmp_path``, both test policies available."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "review.yaml").write_text(REVIEW_POLICY)
     (tmp_path / "hold.yaml").write_text(HOLD_OUTPUTS_POLICY)
     base: dict[str, Any] = {

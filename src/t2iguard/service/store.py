@@ -161,6 +161,14 @@ class Store:
             command.upgrade(cfg, revision)
             conn.commit()
 
+    def downgrade(self, revision: str) -> None:
+        """Take the schema back to ``revision`` (``"base"``: drop every table)."""
+        cfg = self.alembic_config()
+        with self.writer.connect() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, revision)
+            conn.commit()
+
     def current_revision(self) -> str | None:
         with self.reader.connect() as conn:
             try:
