@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from support.gateway import LiveGateway, gateway_config, live_gateway
 
 CHROMIUM = os.environ.get("T2IGUARD_TEST_CHROMIUM")

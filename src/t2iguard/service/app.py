@@ -28,10 +28,11 @@ from typing import Any, TypeVar
 import anyio
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from t2iguard.core.decision import Decision
@@ -540,7 +541,16 @@ def create_app(gateway: Gateway) -> FastAPI:
             exc.status_code, "http_error"
         )
         st.error_code = code
-        return _error_response(ApiError(exc.status_code, str(exc.detail), code=code), st.request_id)
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:  # Starlette lists only the first route's methods; list every route's
+            methods: set[str] = set()
+            for route in request.app.router.routes:
+                match, _ = route.matches(request.scope)
+                if match != Match.NONE:
+                    methods |= set(getattr(route, "methods", None) or ())
+            if methods:
+                headers["Allow"] = ", ".join(sorted(methods))
+        return _error_response(ApiError(exc.status_code, str(exc.detail), code=code, headers=headers), st.request_id)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -823,7 +833,12 @@ def create_app(gateway: Gateway) -> FastAPI:
             details={"n": n, "size": f"{w}x{h}", "user": user, "model": form_str(form, "model", None, 100)},
         )
 
-    @app.get("/v1/images/files/{name}", responses={404: {"model": S.ErrorResponse}}, summary="Download an image")
+    @app.get(
+        "/v1/images/files/{name}",
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}}, 404: {"model": S.ErrorResponse}},
+        summary="Download an image",
+    )
     async def image_file(name: str) -> Response:
         """Capability URL: the unguessable id is the credential (like OpenAI's signed URLs), and it
         expires with the retention policy. Only released images are served here."""
@@ -964,7 +979,11 @@ def create_app(gateway: Gateway) -> FastAPI:
             raise ApiError(404, "no such review item", code="not_found")
         return item
 
-    @app.get("/review/api/items/{item_id}/image", responses={**ERRORS, 404: ERRORS[400]})
+    @app.get(
+        "/review/api/items/{item_id}/image",
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}}, **ERRORS, 404: ERRORS[400]},
+    )
     async def review_image(item_id: str, key: KeyInfo = reviewer_key) -> Response:
         item = await gw.db(gw.store.review_item, item_id)
         if item is None or not item.get("output_id"):
@@ -1048,25 +1067,47 @@ def create_app(gateway: Gateway) -> FastAPI:
     @app.get("/admin/audit", responses=ERRORS)
     async def audit_log(
         key_id: str | None = Query(None, max_length=32),
-        after: int = Query(0, ge=0),
+        after: int = Query(0, ge=0, le=2**62),
         limit: int = Query(100, ge=1, le=1000),
         key: KeyInfo = admin_key,
     ) -> dict[str, Any]:
         records = await gw.db(lambda: gw.store.audit_records(key_id=key_id, limit=limit, after_seq=after))
         return {"records": records}
 
-    @app.get("/admin/escalations/export", responses=ERRORS, response_class=PlainTextResponse)
+    @app.get(
+        "/admin/escalations/export",
+        response_class=Response,
+        responses={200: {"content": {"application/x-ndjson": {}}}, **ERRORS},
+    )
     async def export(
         request: Request,
         include_exported: bool = Query(False),
         mark: bool = Query(True),
         key: KeyInfo = admin_key,
-    ) -> PlainTextResponse:
+    ) -> Response:
         """Incidents as JSON Lines in the ``t2iguard-escalation/1`` format (see README)."""
         records = await gw.db(lambda: list(gw.store.export_incidents(include_exported=include_exported, mark=mark)))
         _state(request).commit = RequestCommit(audit={"details": {"exported": [r["incident_id"] for r in records]}})
-        return PlainTextResponse(dumps_jsonl(iter(records)), media_type="application/x-ndjson")
+        return Response(dumps_jsonl(iter(records)), media_type="application/x-ndjson")
 
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """The published schema, tightened to this server's configured limits."""
+        schema = default_openapi()
+        if not schema.get("x-t2iguard-limits"):
+            props = schema["components"]["schemas"]["ImageGenerationRequest"]["properties"]
+            props["n"]["maximum"] = cfg.max_n
+            edit = schema["paths"]["/v1/images/edits"]["post"]["requestBody"]["content"]["multipart/form-data"]
+            edit["schema"]["properties"]["n"]["maximum"] = cfg.max_n
+            schema["x-t2iguard-limits"] = {
+                "max_n": cfg.max_n,
+                "max_side": cfg.max_side,
+                "max_body_bytes": cfg.max_body_bytes,
+            }
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 

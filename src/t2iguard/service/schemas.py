@@ -91,6 +91,8 @@ IMAGE_CHECK_SCHEMA: dict[str, Any] = {
                     "properties": {
                         "image": {
                             "type": "array",
+                            "minItems": 1,
+                            "maxItems": 16,
                             "items": {"type": "string", "format": "binary"},
                             "description": "one or more images",
                         },
