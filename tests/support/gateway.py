@@ -22,6 +22,7 @@ import uvicorn
 
 from support.stages import ReplaceNameTransform
 from t2iguard.core.registry import StageRegistry
+from t2iguard.core.stage import ModelCache
 from t2iguard.service.app import Gateway, create_app
 from t2iguard.service.config import GatewayConfig, load_config
 from t2iguard.service.store import Store
@@ -59,6 +60,9 @@ stages:
     categories:
       sexual: {threshold: 0.0, action: review}
 """
+
+
+MODELS = ModelCache()
 
 
 @dataclass
@@ -101,6 +105,7 @@ def gateway_config(tmp_path: Path, **overrides: Any) -> GatewayConfig:
 def live_gateway(config: GatewayConfig, store: Store | None = None, **kwargs: Any) -> Iterator[LiveGateway]:
     registry = StageRegistry()
     registry.register("test_rename", ReplaceNameTransform)
+    kwargs.setdefault("models", MODELS)  # load each model once per test session
     gw = Gateway(config, store=store, registry=registry, **kwargs)
     app = create_app(gw)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

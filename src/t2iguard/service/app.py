@@ -131,13 +131,14 @@ class Gateway:
         generator: Generator | None = None,
         limiter: MemoryRateLimiter | RedisRateLimiter | None = None,
         registry: StageRegistry | None = None,
+        models: ModelCache | None = None,
     ) -> None:
         self.config = config
         self.registry = registry or StageRegistry()
         self.store = store or Store(config.db_url)
         self.limiter = limiter or make_rate_limiter(config.redis_url)
         self.metrics = Metrics()
-        self.models = ModelCache()  # shared by every stack (one copy of each model)
+        self.models = models or ModelCache()  # shared by every stack (one copy of each model)
         self.generator = generator or make_generator(config.generator)
         self.policies: dict[str | None, Policy] = {
             None: load_policy(config.policy) if config.policy else default_policy()

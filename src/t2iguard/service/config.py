@@ -4,7 +4,7 @@ Every field has a working default, so ``t2iguard serve`` runs with no file at al
 SQLite under ``./t2iguard-data``). Environment variables override the file: ``T2IGUARD_PORT=9000``
 for a top-level field, ``T2IGUARD_RATE_LIMIT__PER_KEY_RPS=5`` (double underscore) for a nested
 one; values are parsed as YAML scalars (``true``, ``5``, ``null``). See
-``docs/gateway.example.yaml`` in the README's gateway section for the whole file.
+``docs/gateway.example.yaml`` for the whole file.
 """
 
 from __future__ import annotations
