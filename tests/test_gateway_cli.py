@@ -31,7 +31,7 @@ def test_env_overrides_file(tmp_path: Path) -> None:
     assert cfg.port == 9100 and cfg.redis_url == "redis://x"
     assert cfg.rate_limit.per_key_rps == 3 and cfg.rate_limit.per_key_burst == 7
     assert cfg.policies["strict"] == tmp_path / "strict.yaml"  # relative to the file
-    with pytest.raises(ConfigurationError, match="rate_limit.per_key_rps"):
+    with pytest.raises(ConfigurationError, match=r"rate_limit\.per_key_rps"):
         load_config(None, env={"T2IGUARD_RATE_LIMIT__PER_KEY_RPS": "-1"})
     with pytest.raises(ConfigurationError, match="not found"):
         load_config(tmp_path / "missing.yaml", env={})
