@@ -191,6 +191,19 @@ def test_held_output_image_is_stored_for_review_not_released(gw: LiveGateway) ->
     assert rec["output_hashes"] == [] and len(rec["details"]["withheld"]) == 1
 
 
+def test_held_edit_keeps_the_upload_for_review(gw: LiveGateway) -> None:
+    c = client(gw, gw.key(policy="review"))
+    with pytest.raises(openai.BadRequestError) as exc:
+        c.images.edit(image=("in.png", png((48, 40)), "image/png"), prompt="a man murdered in an alley")
+    body = exc.value.body
+    assert isinstance(body, dict) and body["action"] == "review"
+    item = next(i for i in gw.store.review_items() if i["request_id"] == body["request_id"])
+    assert item["has_image"]
+    h = {"Authorization": f"Bearer {gw.key('reviewer')}"}
+    r = httpx.get(f"{gw.url}/review/api/items/{item['id']}/image", headers=h)
+    assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).size == (48, 40)
+
+
 def test_operations_endpoints(gw: LiveGateway) -> None:
     assert httpx.get(gw.url + "/healthz").json() == {"status": "ok"}
     ready = httpx.get(gw.url + "/readyz").json()

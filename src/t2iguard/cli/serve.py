@@ -198,6 +198,7 @@ def db_upgrade(
     config: ConfigOpt = None,
     db: DbOpt = None,
     data_dir: DataOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Apply the schema migrations (the server also does this at start-up)."""
     from t2iguard.service.store import Store
@@ -206,9 +207,10 @@ def db_upgrade(
     store = Store(cfg.db_url)
     try:
         store.migrate(revision)
-        sys.stdout.write(f"database at revision {store.current_revision()}\n")
+        rev = store.current_revision()
     finally:
         store.close()
+    _emit({"revision": rev}, as_json, f"database at revision {rev}")
 
 
 @esc_app.command("export")

@@ -621,6 +621,7 @@ def create_app(gateway: Gateway) -> FastAPI:
         response_format: str,
         input_hashes: list[str],
         details: dict[str, Any],
+        upload: ImageItem | None = None,
     ) -> JSONResponse:
         st = _state(request)
         d = outcome.decision
@@ -662,6 +663,11 @@ def create_app(gateway: Gateway) -> FastAPI:
                 oid = new_id("img")
                 path = await gw.db(gw.save_image, oid, png)
                 outputs.append(OutputEntry(oid, i, _sha(png), False, path, None))
+            if not outcome.withheld and upload is not None:  # an edit held before generation: keep the upload
+                oid = new_id("img")
+                png = await gw.run(_png, upload.image)
+                path = await gw.db(gw.save_image, oid, png)
+                outputs.append(OutputEntry(oid, -1, upload.sha256, False, path, None))
         pp = stack.policy.penalties
         penalize = [Category(c) for c in cats] if d.action == Action.BLOCK else []
         st.commit = RequestCommit(
@@ -832,6 +838,7 @@ def create_app(gateway: Gateway) -> FastAPI:
             response_format=fmt,
             input_hashes=hashes,
             details={"n": n, "size": f"{w}x{h}", "user": user, "model": form_str(form, "model", None, 100)},
+            upload=image,
         )
 
     @app.get(
