@@ -119,9 +119,9 @@ def test_postgres_migrations_and_gateway(pg_url: str, tmp_path: Path) -> None:
 def test_redis_limiter_is_shared_between_instances() -> None:
     a, b = RedisRateLimiter(REDIS_URL or ""), RedisRateLimiter(REDIS_URL or "")
     bucket = f"test:{uuid.uuid4().hex}"
-    verdicts = [lim.acquire(bucket, 0.01, 4).allowed for lim in (a, b, a, b, a, b)]
+    verdicts = [lim.acquire(bucket, 0.001, 4).allowed for lim in (a, b, a, b, a, b)]
     assert verdicts == [True, True, True, True, False, False]
-    v = b.acquire(bucket, 0.01, 4)
+    v = b.acquire(bucket, 0.001, 4)
     assert v.retry_after_s > 50 and v.remaining == 0
     a.close()
     b.close()
@@ -130,7 +130,7 @@ def test_redis_limiter_is_shared_between_instances() -> None:
 @needs_pg
 @needs_redis
 def test_two_replicas_share_limits_and_database(pg_url: str, tmp_path: Path) -> None:
-    rl = {"per_key_rps": 0.01, "per_key_burst": 4, "per_ip_burst": 10_000}
+    rl = {"per_key_rps": 0.001, "per_key_burst": 4, "per_ip_burst": 10_000}
     cfg = gateway_config(tmp_path / "a", database_url=pg_url, redis_url=REDIS_URL, rate_limit=rl)
     cfg_b = gateway_config(tmp_path / "b", database_url=pg_url, redis_url=REDIS_URL, rate_limit=rl)
     with live_gateway(cfg) as a, live_gateway(cfg_b) as b:

@@ -63,4 +63,4 @@ def test_schemathesis_fuzz(tmp_path: Path) -> None:
         assert "Tested: 17" in out or "17 selected" in out
         # the server is still up and every fuzzed request was audited
         assert httpx.get(g.url + "/healthz").status_code == 200
-        assert g.store.count_audit() > before + 50
+        assert g.store.count_audit() > before + 20

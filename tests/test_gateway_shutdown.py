@@ -83,10 +83,10 @@ def test_kill_mid_load_loses_no_completed_record(tmp_path: Path, then_kill: bool
         ]
         for t in threads:
             t.start()
-        deadline = time.monotonic() + 60
-        while len(done) < 30 and time.monotonic() < deadline:
+        deadline = time.monotonic() + 180
+        while len(done) < 12 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert len(done) >= 30, f"load did not get going: {errors[:5]}"
+        assert len(done) >= 12, f"load did not get going: {errors[:5]}"
         server.signal(signal.SIGTERM)
         if then_kill:
             time.sleep(0.3)

@@ -12,6 +12,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, Protocol
 
 
@@ -48,13 +49,14 @@ def _verdict(tokens: float, allowed: bool, rate: float, burst: int) -> Verdict:
 class MemoryRateLimiter:
     """Buckets in a dict, guarded by a lock (one process)."""
 
-    def __init__(self, max_buckets: int = 100_000) -> None:
+    def __init__(self, max_buckets: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
         self._max = max_buckets
 
     def acquire(self, bucket: str, rate: float, burst: int) -> Verdict:
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             tokens, ts = self._buckets.get(bucket, (float(burst), now))
             tokens = min(float(burst), tokens + (now - ts) * rate)
