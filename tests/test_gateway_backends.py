@@ -43,7 +43,13 @@ def pg_url() -> Iterator[str]:
         admin.dispose()
 
 
-def exercise(g: LiveGateway, clients: int = 8, per_client: int = 6) -> None:
+def fast(tmp_path: Path, **kw: object) -> dict[str, object]:
+    """Config overrides: the prompt-only test policy (storage is under test here, not the checks)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    return {"policy": str(tmp_path / "fast.yaml"), **kw}
+
+
+def exercise(g: LiveGateway, clients: int = 8, per_client: int = 5) -> None:
     """Concurrent generations, refusals and a penalty; every request audited exactly once."""
     keys = [g.key() for _ in range(4)]
 
@@ -60,7 +66,7 @@ def exercise(g: LiveGateway, clients: int = 8, per_client: int = 6) -> None:
 
     with ThreadPoolExecutor(clients) as pool:
         results = list(pool.map(one, range(clients * per_client)))
-    assert {s for _, s in results} <= {200, 400, 403}
+    assert {s for _, s in results} <= {200, 400}
     assert any(s == 200 for _, s in results) and any(s == 400 for _, s in results)
     records = g.store.audit_records(limit=10_000)
     by_client = {}
@@ -88,7 +94,7 @@ def test_sqlite_is_wal_and_migrated(tmp_path: Path) -> None:
 
 
 def test_sqlite_gateway_concurrency(tmp_path: Path) -> None:
-    with live_gateway(gateway_config(tmp_path, rate_limit={"enabled": False})) as g:
+    with live_gateway(gateway_config(tmp_path, **fast(tmp_path, rate_limit={"enabled": False}))) as g:
         exercise(g)
 
 
@@ -100,12 +106,12 @@ def test_postgres_migrations_and_gateway(pg_url: str, tmp_path: Path) -> None:
     store.downgrade("base")
     assert store.current_revision() is None
     store.close()
-    cfg = gateway_config(tmp_path, database_url=pg_url, rate_limit={"enabled": False})
+    cfg = gateway_config(tmp_path, **fast(tmp_path, database_url=pg_url, rate_limit={"enabled": False}))
     with live_gateway(cfg) as g:
         assert g.store.dialect == "postgresql"
         exercise(g)
-        # penalties on PostgreSQL: minors suspends at once
-        key = g.key()
+        # penalties on PostgreSQL: minors suspends at once (the "review" policy has penalties on)
+        key = g.key(policy="review")
         r = httpx.post(
             g.v1 + "/images/generations", json={"prompt": "a naked child"}, headers={"Authorization": f"Bearer {key}"}
         )

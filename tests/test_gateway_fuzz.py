@@ -1,5 +1,5 @@
 """Fuzz the published OpenAPI schema with schemathesis for a bounded time (``T2IGUARD_FUZZ_SECONDS``,
-default 60) against a live gateway: no server errors, responses and errors as documented.
+default 45) against a live gateway: no server errors, responses and errors as documented.
 
 Excluded check: ``positive_data_acceptance``. The schema cannot express every rule the server
 enforces (a blank prompt, bytes that are not an image, a policy name that is not configured), so
@@ -22,7 +22,7 @@ from support.gateway import gateway_config, live_gateway
 from t2iguard.core.policy import default_policy_path
 
 pytestmark = pytest.mark.slow
-SECONDS = int(os.environ.get("T2IGUARD_FUZZ_SECONDS", "60"))
+SECONDS = int(os.environ.get("T2IGUARD_FUZZ_SECONDS", "45"))
 
 
 def test_schemathesis_fuzz(tmp_path: Path) -> None:

@@ -45,6 +45,17 @@ stages:
   - stage: test_rename
 """
 
+# prompt stages only and no penalties: for tests about storage and concurrency, not the checks
+FAST_POLICY = """
+name: test-fast
+version: "1"
+penalties: {enabled: false}
+stages:
+  - stage: normalize
+  - stage: blocklist
+    threshold: 0.9
+"""
+
 # output images are held for review whatever they show (threshold 0): exercises stored images
 HOLD_OUTPUTS_POLICY = """
 name: test-hold-outputs
@@ -85,10 +96,12 @@ class LiveGateway:
 
 
 def gateway_config(tmp_path: Path, **overrides: Any) -> GatewayConfig:
-    """Procedural generator, SQLite in ``tmp_path``, both test policies available."""
+    """Procedural generator, SQLite in ``tmp_path``, the test policies available by name (and the
+    prompt-only ``fast.yaml`` in ``tmp_path`` to use as the default policy)."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "review.yaml").write_text(REVIEW_POLICY)
     (tmp_path / "hold.yaml").write_text(HOLD_OUTPUTS_POLICY)
+    (tmp_path / "fast.yaml").write_text(FAST_POLICY)
     base: dict[str, Any] = {
         "port": 0,
         "data_dir": str(tmp_path / "data"),
