@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test install install-dev lint typecheck bench clean
+.PHONY: demo test install install-dev lint typecheck bench bench-gateway clean
 
 # torch is installed first and pinned to the CPU build: a later dependency that asks for torch
 # (diffusers, transformers) must never pull a multi-GB CUDA build.
@@ -45,6 +45,11 @@ typecheck: install-dev
 DATA ?= ../shared/benchmarks
 bench: install-dev
 	$(PY) bench/bench_latency.py --data $(DATA)
+
+## Gateway load test: 50 clients x 60 s on loopback (procedural generator), audit log verified.
+bench-gateway: install-dev
+	$(PY) bench/gateway_load.py
+	$(PY) bench/gateway_load.py --prompt-only
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

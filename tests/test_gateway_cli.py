@@ -66,6 +66,17 @@ def test_keys_and_escalation_commands(tmp_path: Path) -> None:
     out = tmp_path / "incidents.jsonl"
     r = runner.invoke(app, ["escalations", "export", "-o", str(out), *base])
     assert r.exit_code == 0 and out.read_text() == ""
-    r = runner.invoke(app, ["db", "upgrade", *base])
-    assert r.exit_code == 0 and "0001" in r.stdout
+    r = runner.invoke(app, ["db", "upgrade", "--json", *base])
+    assert r.exit_code == 0 and json.loads(r.stdout) == {"revision": "0001"}
     store.close()
+
+
+def test_serve_refuses_a_bad_configuration_clearly(tmp_path: Path) -> None:
+    runner = CliRunner()
+    r = runner.invoke(app, ["serve", "--generator", "nope", "--data-dir", str(tmp_path), "--port", "0"])
+    assert r.exit_code == 2 and "unknown generator backend 'nope'" in r.output
+    r = runner.invoke(
+        app,
+        ["serve", "--policy", str(tmp_path / "missing.yaml"), "--generator", "procedural", "--data-dir", str(tmp_path)],
+    )
+    assert r.exit_code == 2 and "policy file not found" in r.output

@@ -6,6 +6,7 @@ response a client received in full has a durable record, whatever happens to the
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 import threading
@@ -44,7 +45,6 @@ def _load(url: str, key: str, stop: threading.Event, done: dict[str, int], error
 
 
 def _create_key(tmp_path: Path, config: dict) -> str:
-    import json
     import subprocess
     import sys
 
@@ -100,7 +100,11 @@ def test_kill_mid_load_loses_no_completed_record(tmp_path: Path, then_kill: bool
         else:
             # uvicorn re-raises SIGTERM after its graceful shutdown, so -15 is a clean exit too
             assert code in (0, -signal.SIGTERM), server.log.read_text()[-2000:]
-            assert "gateway stopped" in server.log.read_text()
+            log = server.log.read_text().splitlines()
+            events = [json.loads(line) for line in log if line.strip()]  # structured logs: every line is JSON
+            assert any(e["msg"] == "gateway stopped" for e in events)
+            served = [e for e in events if e["msg"] == "request"]
+            assert served and all({"request_id", "status", "key_id", "ip", "latency_ms"} <= set(e) for e in served)
     completed = dict(done)
     assert completed and set(completed.values()) <= {200, 400}
     db = sqlite3.connect(tmp_path / "data" / "t2iguard.db")

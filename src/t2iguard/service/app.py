@@ -135,16 +135,17 @@ class Gateway:
     ) -> None:
         self.config = config
         self.registry = registry or StageRegistry()
-        self.store = store or Store(config.db_url)
-        self.limiter = limiter or make_rate_limiter(config.redis_url)
-        self.metrics = Metrics()
-        self.models = models or ModelCache()  # shared by every stack (one copy of each model)
-        self.generator = generator or make_generator(config.generator)
+        # what can be wrong in the configuration fails first, before anything is created on disk
         self.policies: dict[str | None, Policy] = {
             None: load_policy(config.policy) if config.policy else default_policy()
         }
         for name, path in config.policies.items():
             self.policies[name] = load_policy(path)
+        self.generator = generator or make_generator(config.generator)
+        self.store = store or Store(config.db_url)
+        self.limiter = limiter or make_rate_limiter(config.redis_url)
+        self.metrics = Metrics()
+        self.models = models or ModelCache()  # shared by every stack (one copy of each model)
         self._stacks: dict[str | None, SafetyStack] = {}
         self.work = anyio.CapacityLimiter(config.workers)
         self.ready = False
