@@ -57,6 +57,7 @@ def test_schemathesis_fuzz(tmp_path: Path) -> None:
             capture_output=True,
             text=True,
             timeout=SECONDS + 120,
+            cwd=tmp_path,  # schemathesis keeps a cache in its working directory
         )
         out = proc.stdout + proc.stderr
         assert proc.returncode == 0, out[-8000:]
