@@ -69,6 +69,9 @@ class GenerationOutcome:
     decision: Decision
     images: list[Image.Image] = field(default_factory=list)
     encoded: list[bytes | None] = field(default_factory=list)
+    withheld: list[Image.Image] = field(default_factory=list)
+    """Images of the last attempt that were generated but not released (e.g. held for review), so
+    that a service can store them for its reviewers. Never return these to the requester."""
 
 
 @dataclass
@@ -446,13 +449,16 @@ class SafetyStack:
         ref = InputRef(kind=kind, source=request.user, sha256=request.image.sha256 if request.image else None)
         final_prompt = prompt_out.prompt or request.prompt
 
+        produced: list[Image.Image] = []
+
         def finish(decision: Decision, images: list[Image.Image], encoded: list[bytes | None]) -> GenerationOutcome:
             decision.latency_ms = (time.perf_counter() - t0) * 1000.0
             if self.audit is not None:
                 self._audit(decision)
             if decision.action >= Action.REVIEW:  # e.g. the audit record could not be written
                 images, encoded = [], []
-            return GenerationOutcome(decision=decision, images=images, encoded=encoded)
+            withheld = [] if images else list(produced)
+            return GenerationOutcome(decision=decision, images=images, encoded=encoded, withheld=withheld)
 
         def build(extra: list[StageResult], attempts: list[Attempt] | None = None) -> Decision:
             d = self._decision(
@@ -510,6 +516,7 @@ class SafetyStack:
                     items.append(load_image(img, limits=self.policy.limits, source=f"<output {attempt}.{j}>"))
                 except InputError as err:
                     load_errors.append(self._pipeline_error(Phase.OUTPUT_IMAGE, f"generator output unusable: {err}"))
+            produced[:] = [it.image for it in items]
             per_image = self._image_results(items, Phase.OUTPUT_IMAGE, final_prompt)
             attempt_results = [r for rs in per_image for r in rs] + load_errors
             if request.image is not None and items:

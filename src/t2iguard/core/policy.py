@@ -100,6 +100,56 @@ class RegenerationPolicy(_Strict):
         return v
 
 
+class SuspensionRule(_Strict):
+    """Suspend a key once its decayed strike total reaches ``strikes``: for ``hours``, or until a
+    reviewer lifts it when ``hours`` is null."""
+
+    strikes: float = Field(gt=0)
+    hours: float | None = Field(default=None, gt=0)
+
+
+class PenaltyPolicy(_Strict):
+    """Strikes per blocked request, per category, decaying exponentially (used by the gateway).
+
+    Each ``block`` adds ``strikes[category]`` (else ``default_strikes``) for every category that
+    decided it; a key's total halves every ``half_life_hours``. The highest ``suspend`` rule the
+    total reaches suspends the key. Zero-tolerance categories (``minors``) suspend at once until a
+    reviewer lifts it and are flagged for escalation, whatever the rest says.
+    """
+
+    enabled: bool = True
+    half_life_hours: float = Field(default=24.0, gt=0)
+    default_strikes: float = Field(default=1.0, ge=0)
+    strikes: dict[Category, float] = Field(default_factory=dict)
+    suspend: list[SuspensionRule] = Field(
+        default_factory=lambda: [SuspensionRule(strikes=5, hours=1), SuspensionRule(strikes=15, hours=None)]
+    )
+    immediate: list[Category] = Field(
+        default_factory=lambda: [Category.MINORS], description="categories that suspend at once"
+    )
+    escalate: list[Category] = Field(
+        default_factory=lambda: [Category.MINORS], description="categories flagged for reporting to authorities"
+    )
+    apply_to_checks: bool = Field(default=False, description="also count blocks from the moderation endpoints")
+
+    @field_validator("strikes")
+    @classmethod
+    def _non_negative(cls, v: dict[Category, float]) -> dict[Category, float]:
+        for cat, n in v.items():
+            if n < 0:
+                raise ValueError(f"strikes for '{cat}' must be >= 0")
+        return v
+
+    def strikes_for(self, category: Category) -> float:
+        return self.strikes.get(category, self.default_strikes)
+
+    def is_immediate(self, category: Category) -> bool:
+        return category in ZERO_TOLERANCE or category in self.immediate
+
+    def is_escalated(self, category: Category) -> bool:
+        return category in ZERO_TOLERANCE or category in self.escalate
+
+
 class StagePolicy:
     """The slice of a policy one stage instance needs to turn findings into actions."""
 
@@ -162,6 +212,7 @@ class Policy(_Strict):
     categories: dict[Category, CategoryPolicy] = Field(default_factory=dict)
     stages: list[StageConfig] = Field(default_factory=list)
     regeneration: RegenerationPolicy = Field(default_factory=RegenerationPolicy)
+    penalties: PenaltyPolicy = Field(default_factory=PenaltyPolicy)
     source: str | None = Field(default=None, exclude=True)
 
     @field_validator("on_error")
