@@ -410,6 +410,10 @@ class SafetyStack:
         return [o for o in out if o is not None]
 
     def _image_results(self, items: list[ImageItem], phase: Phase, prompt: str | None) -> list[list[StageResult]]:
+        """Run the image stages of ``phase``. A stage that proposes ``transform`` and returns a
+        censored image (``artifacts["image"]``) replaces ``items[i]`` in place: later stages
+        check, and the caller returns, the censored image. A ``transform`` without an image
+        cannot be carried out and fails closed."""
         per_image: list[list[StageResult]] = [[] for _ in items]
         stopped = [False] * len(items)
         ctx = ImageContext(phase=phase, prompt=prompt)
@@ -423,9 +427,49 @@ class SafetyStack:
             results = self._run_batch(stage, phase, len(batch), partial(stage.scan_batch, batch, ctx))
             for i, r in zip(idx, results, strict=True):
                 per_image[i].append(r)
+                if r.action == Action.TRANSFORM and r.error is None:
+                    fixed = self._apply_image_transform(items[i], r, phase)
+                    if isinstance(fixed, StageResult):
+                        per_image[i].append(fixed)
+                        r = fixed
+                    else:
+                        items[i] = fixed
                 if self.policy.short_circuit and r.action == Action.BLOCK:
                     stopped[i] = True
         return per_image
+
+    def _apply_image_transform(self, item: ImageItem, r: StageResult, phase: Phase) -> ImageItem | StageResult:
+        image = r.artifacts.get("image")
+        if image is not None:
+            try:
+                new = load_image(image, limits=self.policy.limits, source=f"{item.source} ({r.stage})")
+            except InputError as err:
+                return self._pipeline_error(phase, f"{r.stage} returned an unusable transformed image: {err}")
+            r.artifacts["image_before"] = item.sha256
+            for e in r.trace:
+                if e.action == Action.TRANSFORM and e.category is None:
+                    e.evidence = {**e.evidence, "image_before": item.sha256, "image_after": new.sha256}
+            return new
+        cats = sorted({str(e.category) for e in r.trace if e.action == Action.TRANSFORM and e.category})
+        entry = TraceEntry(
+            stage=PIPELINE,
+            phase=phase,
+            category=Category(cats[0]) if cats else None,
+            action=Action.BLOCK,
+            message=f"the policy asks to transform ({', '.join(cats) or 'image'}) but stage {r.stage} "
+            "returned no transformed image; failing closed",
+        )
+        return StageResult(stage=PIPELINE, phase=phase, action=Action.BLOCK, trace=[entry])
+
+    @staticmethod
+    def transformed_image(decision: Decision) -> Image.Image | None:
+        """The censored image a ``transform`` decision of :meth:`check_images` returns, if any
+        (``generate`` returns it directly)."""
+        for r in reversed(decision.stages):
+            image = r.artifacts.get("image")
+            if image is not None and r.action == Action.TRANSFORM:
+                return image if isinstance(image, Image.Image) else None
+        return None
 
     # ---- generation ----------------------------------------------------------------------
     def generate(self, request: GenerationRequest) -> GenerationOutcome:
@@ -626,7 +670,10 @@ class SafetyStack:
         items = [load_image(img, limits=self.policy.limits, source=f"<final {i}>") for i, img in enumerate(images)]
         encoded: list[bytes | None] = [None] * len(items)
         payloads: list[str | None] = [None] * len(items)
-        ctx = ImageContext(phase=Phase.PROVENANCE, prompt=prompt, metadata={"decision_id": decision.id})
+        meta: dict[str, Any] = {"decision_id": decision.id}
+        if self.generator is not None:
+            meta["generator"] = getattr(self.generator, "name", None)
+        ctx = ImageContext(phase=Phase.PROVENANCE, prompt=prompt, metadata=meta)
         for stage in self.stages(Phase.PROVENANCE):
             if not isinstance(stage, ProvenanceStage):
                 continue

@@ -28,6 +28,15 @@ BUILTIN_STAGES: Mapping[str, str] = MappingProxyType(
         # image checks
         "nsfw": "t2iguard.image.nsfw:OpenNSFWStage",
         "nudity": "t2iguard.image.nudity:NudeNetStage",
+        "nsfw_nudity": "t2iguard.image.sexual:SexualContentStage",
+        "vision_judge": "t2iguard.image.vision_judge:VisionJudgeStage",
+        "clip_concepts": "t2iguard.image.clip_concepts:CLIPConceptStage",
+        "minors_risk": "t2iguard.image.minors:MinorsRiskStage",
+        # edit checks (input + mask + prompt + output)
+        "edit_transform": "t2iguard.image.edit:EditTransformStage",
+        # provenance
+        "watermark": "t2iguard.image.provenance.watermark:WatermarkStage",
+        "c2pa": "t2iguard.image.provenance.manifest:C2PAStage",
     }
 )
 
