@@ -233,7 +233,7 @@ class C2PAStage(ProvenanceStage):
             out.append(
                 ProvenanceOutput(
                     image=item.image,
-                    payload=payload,
+                    payload=None,  # the watermark stage's payload stays the image's record
                     encoded=signed,
                     details={"c2pa": json.dumps({"format": p.format, "bytes": len(signed)})},
                 )
