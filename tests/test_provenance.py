@@ -84,7 +84,9 @@ def _png(img: Image.Image) -> bytes:
 def test_c2pa_sign_verify_tamper() -> None:
     cred = make_test_credentials()
     signer = Signer(cred.chain_pem, cred.key_pem)
-    manifest = build_manifest(title="x.png", decision_id=DECISION, policy={"name": "p", "version": "7"}, generator="tiny")
+    manifest = build_manifest(
+        title="x.png", decision_id=DECISION, policy={"name": "p", "version": "7"}, generator="tiny"
+    )
     signed = signer.sign(_png(photo(size=64)), "image/png", manifest)
     rep = verify(signed)
     assert rep["state"] == "Valid" and rep["valid"] and rep["ai_generated"]

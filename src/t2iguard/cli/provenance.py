@@ -154,7 +154,9 @@ def sign_cmd(
 
 
 @app.command("test-cert")
-def test_cert_cmd(directory: Annotated[Path, typer.Argument(help="where to write chain.pem, signer.key, ca.pem")]) -> None:
+def test_cert_cmd(
+    directory: Annotated[Path, typer.Argument(help="where to write chain.pem, signer.key, ca.pem")],
+) -> None:
     """Write a throw-away test CA and signing certificate (for trials only; trusted by nobody)."""
     from t2iguard.image.provenance.certs import make_test_credentials
 

@@ -400,10 +400,11 @@ class SafetyStack:
             out.append(None)  # filled below
             items.append(item)
             slots.append(i)
-        per_image = self._image_results(items, phase, prompt)
+        originals = list(items)
+        per_image = self._image_results(items, phase, prompt)  # a `transform` replaces items[i]
         elapsed = (time.perf_counter() - t0) * 1000.0
-        for slot, item, results in zip(slots, items, per_image, strict=True):
-            d = self._decision(InputRef(kind="image", source=item.source, sha256=item.sha256, size=item.size), results)
+        for slot, orig, item, results in zip(slots, originals, items, per_image, strict=True):
+            d = self._decision(InputRef(kind="image", source=orig.source, sha256=orig.sha256, size=orig.size), results)
             d.images = [ImageRecord(index=0, sha256=item.sha256, width=item.width, height=item.height, action=d.action)]
             d.latency_ms = elapsed / max(1, len(items))
             out[slot] = d

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from t2iguard.core.errors import ConfigurationError, PolicyError
 from t2iguard.core.policy import Policy, StageConfig
-from t2iguard.core.stage import ModelCache, Stage
+from t2iguard.core.stage import ImageStage, ModelCache, Stage
 from t2iguard.core.types import Phase
 
 BUILTIN_STAGES: Mapping[str, str] = MappingProxyType(
@@ -41,6 +41,11 @@ BUILTIN_STAGES: Mapping[str, str] = MappingProxyType(
 )
 
 ENTRY_POINT_GROUP = "t2iguard.stages"
+
+_IMAGE_HINT = (
+    "beyond nudity (nsfw, nudity) no packaged model scores images offline: configure `vision_judge` "
+    "(an OpenAI-compatible multimodal endpoint) or `clip_concepts` (a local CLIP checkpoint) for them"
+)
 
 
 class StageRegistry:
@@ -117,6 +122,8 @@ class StageRegistry:
         """
         problems: list[str] = []
         covered: set[str] = set()
+        image_covered: set[str] = set()
+        image_stages = 0
         for sc in policy.stages:
             try:
                 cls = self.get(sc.stage)
@@ -124,9 +131,21 @@ class StageRegistry:
                 problems.append(str(exc))
                 continue
             try:
-                self.params(sc)
+                params = self.params(sc)
             except PolicyError as exc:
                 problems.append(str(exc))
+                params = None
+            if issubclass(cls, ImageStage) and params is not None:
+                covers = cls.covers_for(params)
+                foreign = [str(c) for c, r in sc.categories.items() if r.enabled and c not in covers]
+                if foreign:
+                    problems.append(
+                        f"stage '{sc.instance_name}' ({sc.stage}) cannot score {', '.join(foreign)} "
+                        f"(it scores {', '.join(sorted(str(c) for c in covers)) or 'nothing'}); " + _IMAGE_HINT
+                    )
+                if sc.enabled:
+                    image_stages += 1
+                    image_covered.update(str(c) for c in covers)
             bad = [str(p) for p in (sc.phases or []) if p not in cls.phases]
             if bad:
                 problems.append(
@@ -142,6 +161,14 @@ class StageRegistry:
         uncovered = sorted(str(c) for c in enforced if c not in covered)
         if uncovered:
             warnings.append("no configured stage scores these enforced categories: " + ", ".join(uncovered))
+        image_uncovered = sorted(str(c) for c in enforced if str(c) not in image_covered)
+        if image_stages and image_uncovered:
+            warnings.append(
+                "images are not checked for these enforced categories: "
+                + ", ".join(image_uncovered)
+                + "; "
+                + _IMAGE_HINT
+            )
         return warnings
 
     def phases_of(self, config: StageConfig) -> tuple[Phase, ...]:

@@ -400,6 +400,10 @@ class CLIPConceptStage(ImageStage):
     cost: ClassVar[str] = "model"
     covers: ClassVar[frozenset[Category]] = frozenset(DEFAULT_CONCEPTS)
 
+    @classmethod
+    def covers_for(cls, params: BaseModel) -> frozenset[Category]:
+        return frozenset(params.concepts)  # type: ignore[attr-defined]
+
     def _bundle(self) -> tuple[CLIPBundle, dict[str, np.ndarray]]:
         p: CLIPConceptStage.Params = self.params  # type: ignore[assignment]
 

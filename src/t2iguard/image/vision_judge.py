@@ -70,6 +70,10 @@ class VisionJudgeStage(ImageStage):
     cost: ClassVar[str] = "remote"
     covers: ClassVar[frozenset[Category]] = frozenset(Category)
 
+    @classmethod
+    def covers_for(cls, params: BaseModel) -> frozenset[Category]:
+        return frozenset(params.categories)  # type: ignore[attr-defined]
+
     def __init__(self, policy: Any, params: BaseModel, models: Any) -> None:
         super().__init__(policy, params, models)
         p: VisionJudgeStage.Params = params  # type: ignore[assignment]
