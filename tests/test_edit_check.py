@@ -139,8 +139,9 @@ def test_no_face_no_person_signals_and_other_resolutions() -> None:
     assert "identity_change" not in _signals(r)
 
 
-def _fake_detectors(stage: EditTransformStage, before: list[dict[str, Any]], after: list[dict[str, Any]],
-                    nsfw: tuple[float, float]) -> None:  # fmt: skip
+def _fake_detectors(
+    stage: EditTransformStage, before: list[dict[str, Any]], after: list[dict[str, Any]], nsfw: tuple[float, float]
+) -> None:
     stage._nudity.detect = lambda items: [before, after]  # type: ignore[method-assign]
     stage._nsfw.scores = lambda items: np.array(nsfw)  # type: ignore[method-assign]
 

@@ -54,7 +54,15 @@ def test_transform_returns_a_censored_image() -> None:
 
 def test_blur_and_fill_modes() -> None:
     for mode in ("blur", "fill"):
-        stack = _stack([{**FACE_AS_FLAGGED, "params": {**FACE_AS_FLAGGED["params"], "censor": mode}, "categories": {"sexual": {"action": "transform"}}}])  # fmt: skip
+        stack = _stack(
+            [
+                {
+                    **FACE_AS_FLAGGED,
+                    "params": {**FACE_AS_FLAGGED["params"], "censor": mode},
+                    "categories": {"sexual": {"action": "transform"}},
+                }
+            ]
+        )
         img = SafetyStack.transformed_image(stack.check_image(astronaut()))
         assert img is not None
         if mode == "fill":
@@ -62,7 +70,9 @@ def test_blur_and_fill_modes() -> None:
 
 
 def test_transform_without_a_censored_image_fails_closed() -> None:
-    stack = _stack([{**FACE_AS_FLAGGED, "params": {"classes": ["FACE_FEMALE"]}, "categories": {"sexual": {"action": "transform"}}}])  # fmt: skip
+    stack = _stack(
+        [{**FACE_AS_FLAGGED, "params": {"classes": ["FACE_FEMALE"]}, "categories": {"sexual": {"action": "transform"}}}]
+    )
     d = stack.check_image(astronaut())
     assert d.action == Action.BLOCK
     assert "returned no transformed image" in d.reason
@@ -84,7 +94,7 @@ def test_generate_returns_the_censored_image_and_later_stages_see_it() -> None:
             "name": "after_censor",
             "params": {"classes": ["FACE_FEMALE"]},
             "categories": {"sexual": {"action": "review"}},
-        },  # fmt: skip
+        },
     ]
     stack = _stack(stages, generator=_PhotoGenerator())
     out = stack.generate(GenerationRequest(prompt="an astronaut portrait"))
@@ -95,10 +105,14 @@ def test_generate_returns_the_censored_image_and_later_stages_see_it() -> None:
 
 
 def test_per_class_thresholds() -> None:
-    strict = _stack([{"stage": "nudity", "params": {"classes": ["FACE_FEMALE"], "class_thresholds": {"FACE_FEMALE": 0.99}}}])  # fmt: skip
+    strict = _stack(
+        [{"stage": "nudity", "params": {"classes": ["FACE_FEMALE"], "class_thresholds": {"FACE_FEMALE": 0.99}}}]
+    )
     d = strict.check_image(astronaut())
     assert d.categories["sexual"] == 0.0 and d.action == Action.ALLOW
-    loose = _stack([{"stage": "nudity", "params": {"classes": ["FACE_FEMALE"], "class_thresholds": {"FACE_FEMALE": 0.3}}}])  # fmt: skip
+    loose = _stack(
+        [{"stage": "nudity", "params": {"classes": ["FACE_FEMALE"], "class_thresholds": {"FACE_FEMALE": 0.3}}}]
+    )
     assert loose.check_image(astronaut()).action == Action.BLOCK
     with pytest.raises(Exception, match="unknown NudeNet classes"):
         _stack([{"stage": "nudity", "params": {"class_thresholds": {"ELBOW": 0.5}}}])
@@ -109,7 +123,9 @@ def test_nsfw_and_nudity_combined(combine: str, fn: Any) -> None:
     img = Image.fromarray(skimage_data.coffee())
     separate = _stack([{"stage": "nsfw"}, {"stage": "nudity", "params": {"classes": ["BUTTOCKS_EXPOSED"]}}])
     scores = {r.stage: r.scores["sexual"] for r in separate.check_image(img).stages}
-    combined = _stack([{"stage": "nsfw_nudity", "params": {"combine": combine, "nudity": {"classes": ["BUTTOCKS_EXPOSED"]}}}])  # fmt: skip
+    combined = _stack(
+        [{"stage": "nsfw_nudity", "params": {"combine": combine, "nudity": {"classes": ["BUTTOCKS_EXPOSED"]}}}]
+    )
     d = combined.check_image(img)
     assert d.categories["sexual"] == pytest.approx(fn(scores["nsfw"], scores["nudity"]), abs=1e-4)
     ev = d.trace[0].evidence
@@ -136,7 +152,7 @@ def test_validator_names_categories_no_image_stage_covers() -> None:
             "name": "v",
             "categories": {"violence": {"action": "block"}, "sexual": {"action": "block"}},
             "stages": [{"stage": "nsfw"}],
-        }  # fmt: skip
+        }
     )
     warnings = StageRegistry().validate(policy)
     assert any("violence" in w and "vision_judge" in w and "clip_concepts" in w for w in warnings), warnings
@@ -148,7 +164,7 @@ def test_validator_rejects_an_image_stage_asked_for_a_category_it_cannot_score()
     policy = policy_from_dict(
         {"name": "v", "stages": [{"stage": "nsfw", "categories": {"violence": {"threshold": 0.5}}}]}
     )
-    with pytest.raises(PolicyError, match="cannot score violence.*vision_judge"):
+    with pytest.raises(PolicyError, match=r"cannot score violence.*vision_judge"):
         StageRegistry().validate(policy)
     ok = policy_from_dict(
         {
@@ -162,7 +178,7 @@ def test_validator_rejects_an_image_stage_asked_for_a_category_it_cannot_score()
                         "endpoint": {"base_url": "http://127.0.0.1:1/v1", "model": "m"},
                         "categories": ["violence"],
                     },
-                },  # fmt: skip
+                },
             ],
         }
     )

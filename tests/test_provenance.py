@@ -182,10 +182,19 @@ def test_cli_mark_sign_verify(tmp_path: Path) -> None:
     res = runner.invoke(
         app,
         [
-            "provenance", "sign", str(marked), "-o", str(signed), "--decision-id", DECISION,
-            "--cert", str(tmp_path / "pki/chain.pem"), "--key", str(tmp_path / "pki/signer.key"),
+            "provenance",
+            "sign",
+            str(marked),
+            "-o",
+            str(signed),
+            "--decision-id",
+            DECISION,
+            "--cert",
+            str(tmp_path / "pki/chain.pem"),
+            "--key",
+            str(tmp_path / "pki/signer.key"),
         ],
-    )  # fmt: skip
+    )
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["provenance", "verify", str(signed), str(src), str(tmp_path / "missing.png")])
     lines = res.stdout.splitlines()

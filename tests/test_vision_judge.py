@@ -79,8 +79,10 @@ def test_invalid_answers_are_retried_then_fail_closed(tmp_path: Path) -> None:
 
 
 def test_server_errors_and_timeouts_fail_closed_or_review(tmp_path: Path) -> None:
-    rules = [{"match": "Classify", "image_size": [40, 40], "status": 500, "reply": "boom"},
-             {"match": "Classify", "image_size": [50, 50], "reply": CALM, "delay_s": 4}]  # fmt: skip
+    rules = [
+        {"match": "Classify", "image_size": [40, 40], "status": 500, "reply": "boom"},
+        {"match": "Classify", "image_size": [50, 50], "reply": CALM, "delay_s": 4},
+    ]
     with openai_stub(tmp_path, rules) as srv:
         policy = _policy(srv.base_url)
         stack = SafetyStack(policy, models=ModelCache())

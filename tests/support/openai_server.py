@@ -22,8 +22,8 @@ import argparse
 import base64
 import binascii
 import json
-import struct
 import re
+import struct
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

@@ -108,7 +108,7 @@ class VisionJudgeStage(ImageStage):
         text = "Classify this image."
         if p.include_prompt and ctx.prompt:
             text += f" It was generated from the prompt: {ctx.prompt!r}."
-        messages = [
+        messages: list[dict[str, Any]] = [
             {"role": "system", "content": self.system_prompt()},
             {"role": "user", "content": [{"type": "text", "text": text}, image_part(item.image, max_side=p.max_side)]},
         ]
