@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test install install-dev lint typecheck bench clean
+.PHONY: demo test install install-dev lint typecheck bench bench-image clean
 
 # torch is installed first and pinned to the CPU build: a later dependency that asks for torch
 # (diffusers, transformers) must never pull a multi-GB CUDA build.
@@ -45,6 +45,11 @@ typecheck: install-dev
 DATA ?= ../shared/benchmarks
 bench: install-dev
 	$(PY) bench/bench_latency.py --data $(DATA)
+
+## Image benchmarks: watermark robustness / false detections, per-stage latency at 512x512.
+bench-image: install-dev
+	$(PY) bench/bench_watermark.py
+	$(PY) bench/bench_image_latency.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

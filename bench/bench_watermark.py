@@ -6,7 +6,7 @@ Robustness: payload bit accuracy (and exact payload recovery, i.e. the CRC-16 pa
 matches) after JPEG q90/q75/q50, resize 0.5x (decoded at the new size, and rescaled back),
 centre crop keeping 90 % of each side, brightness +/-20 %, on 512x512 photos. False detections:
 the share of unmarked images on which the detector reports a payload (the CRC-16 passes).
-Writes ``bench/results/watermark.json`` and ``watermark.md``.
+Writes ``bench/results/watermark.json``, ``watermark.md`` and ``watermark.png``.
 """
 
 from __future__ import annotations
@@ -147,6 +147,33 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(results: dict, path: Path) -> None:
+    """Bit accuracy per attack and method (a PNG for reports)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    methods = list(results["robustness"])
+    attacks = list(ATTACKS)
+    fig, ax = plt.subplots(figsize=(10, 4))
+    width = 0.8 / max(1, len(methods))
+    for k, m in enumerate(methods):
+        vals = [results["robustness"][m][a]["bit_accuracy"] for a in attacks]
+        ax.bar(np.arange(len(attacks)) + k * width, vals, width, label=f"{m} (n={results['images'][m]})")
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_xticks(np.arange(len(attacks)) + width * (len(methods) - 1) / 2, attacks, rotation=30, ha="right")
+    ax.set_ylabel("payload bit accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("invisible-watermark robustness, 512x512 photos")
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--images", type=int, default=24)
@@ -155,7 +182,11 @@ def main() -> None:
     ap.add_argument("--riva-unmarked", type=int, default=200)
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--plot-only", action="store_true", help="redraw the plot from watermark.json")
     args = ap.parse_args()
+    if args.plot_only:
+        plot(json.loads((args.out / "watermark.json").read_text()), args.out / "watermark.png")
+        return
     methods = [m for m in args.methods.split(",") if m]
     photos = photo_set(args.images)
     results: dict = {"images": {}, "robustness": {}, "false_detections": {}}
@@ -168,6 +199,7 @@ def main() -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "watermark.json").write_text(json.dumps(results, indent=2))
         (args.out / "watermark.md").write_text(markdown(results))
+        plot(results, args.out / "watermark.png")
     print(markdown(results))
 
 

@@ -197,3 +197,11 @@ def test_instruction_verdict_counts_when_a_real_person_is_edited() -> None:
     assert entry.evidence["signal"] == "instruction" and entry.evidence["real_person"]
     rocket = stack.generate(GenerationRequest(prompt=prompt, image=load_image(Image.fromarray(skimage_data.rocket()))))
     assert rocket.decision.action == Action.ALLOW and len(rocket.images) == 1
+
+
+def test_cielab_conversion_matches_reference_values() -> None:
+    lab = srgb_to_lab(np.array([[255, 255, 255], [255, 0, 0], [0, 0, 0], [128, 128, 128]], dtype=np.uint8))
+    np.testing.assert_allclose(lab[0], [100.0, 0.0, 0.0], atol=0.01)
+    np.testing.assert_allclose(lab[1], [53.24, 80.09, 67.20], atol=0.02)  # sRGB red, CIE D65
+    np.testing.assert_allclose(lab[2], [0.0, 0.0, 0.0], atol=0.01)
+    np.testing.assert_allclose(lab[3], [53.59, 0.0, 0.0], atol=0.02)

@@ -183,3 +183,25 @@ def test_validator_rejects_an_image_stage_asked_for_a_category_it_cannot_score()
         }
     )
     assert not any("violence" in w for w in StageRegistry().validate(ok))
+
+
+class _Recorder:
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.seen: list[Image.Image] = []
+
+    def generate(self, request: GenerationRequest) -> GenerationResult:
+        assert request.image is not None
+        self.seen.append(request.image.image)
+        return GenerationResult(images=[request.image.image], seed=0)
+
+
+def test_a_censored_upload_is_what_the_generator_edits() -> None:
+    from t2iguard.core.inputs import load_image
+
+    gen = _Recorder()
+    stage = {**FACE_AS_FLAGGED, "phases": ["input_image"], "categories": {"sexual": {"action": "transform"}}}
+    out = _stack([stage], generator=gen).generate(GenerationRequest(prompt="add a hat", image=load_image(astronaut())))
+    assert out.decision.action == Action.TRANSFORM
+    assert not np.array_equal(np.asarray(gen.seen[0]), np.asarray(astronaut()))

@@ -520,6 +520,8 @@ class SafetyStack:
             results.extend(input_results)
             if Action.most_severe(r.action for r in input_results) >= Action.REVIEW:
                 return finish(build([]), [], [])
+            if inputs[0] is not request.image:  # a `transform` censored the upload: edit that
+                request = request.with_changes(image=inputs[0])
         guidance: SafetyGuidance | None = None
         flagged_prompt = [
             e.category for e in prompt_out.trace if e.action == Action.REGENERATE and e.category is not None
