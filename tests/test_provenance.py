@@ -201,3 +201,12 @@ def test_cli_mark_sign_verify(tmp_path: Path) -> None:
     assert res.exit_code == 1  # one input was missing; the others are still reported
     assert f"dwtDctSvd={DECISION[:12]}" in lines[0] and "c2pa Valid" in lines[0]
     assert "watermark none; c2pa none" in lines[1]
+
+
+def test_embedding_retries_with_headroom_where_the_mark_clips() -> None:
+    codec = WatermarkCodec("dwtDctSvd")
+    white = Image.new("RGB", (512, 512), (255, 255, 255))
+    assert codec.detect(codec.embed(white, DECISION, verify=False)).payload is None  # clipped away
+    marked = codec.embed(white, DECISION)  # read back, retried with range headroom
+    assert codec.detect(marked).payload == DECISION[:12]
+    assert np.asarray(marked).min() > 200  # still white to the eye
