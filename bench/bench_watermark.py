@@ -139,6 +139,12 @@ def markdown(results: dict) -> str:
             for m in methods
         ]
         lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    unmarkable = [results["robustness"][m].get("_unmarkable") for m in methods]
+    lines.append(
+        "| images the stage cannot mark (fails closed) | "
+        + " | ".join(f"{u['images']:.0f}" if u else "-" for u in unmarkable)
+        + " |"
+    )
     lines.append(
         "| PSNR of the mark (mean, dB) | "
         + " | ".join(f"{results['robustness'][m]['_psnr_db']['mean']:.1f}" for m in methods)
@@ -191,12 +197,14 @@ def main() -> None:
     ap.add_argument("--riva-unmarked", type=int, default=200)
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--plot-only", action="store_true", help="redraw the plot from watermark.json")
+    ap.add_argument("--plot-only", action="store_true", help="redraw the plot and table from watermark.json")
     ap.add_argument("--merge", action="store_true", help="update the methods run in an existing watermark.json")
     ap.add_argument("--no-unmarked", action="store_true", help="robustness only (keeps merged false detections)")
     args = ap.parse_args()
     if args.plot_only:
-        plot(json.loads((args.out / "watermark.json").read_text()), args.out / "watermark.png")
+        saved = json.loads((args.out / "watermark.json").read_text())
+        plot(saved, args.out / "watermark.png")
+        (args.out / "watermark.md").write_text(markdown(saved))
         return
     methods = [m for m in args.methods.split(",") if m]
     photos = photo_set(args.images)

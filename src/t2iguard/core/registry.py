@@ -153,7 +153,7 @@ class StageRegistry:
                     f"it supports {', '.join(str(p) for p in cls.phases)}"
                 )
             if sc.enabled:
-                covered.update(cls.covers)
+                covered.update(cls.covers_for(params) if params is not None else cls.covers)
         if problems:
             raise PolicyError(f"invalid policy {policy.source or policy.name}:\n" + "\n".join(problems))
         warnings = []
