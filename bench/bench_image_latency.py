@@ -88,13 +88,15 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--riva-reps", type=int, default=3)
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--threads", type=int, default=None, help="threads per model (ONNX Runtime and torch)")
     args = ap.parse_args()
+    th = {"threads": args.threads} if args.threads else {}
     load_before = os.getloadavg()[0]
     imgs = [load_image(im, source=f"photo {i}") for i, im in enumerate(photo_set(8))]
     models = ModelCache()
     tmp = Path(tempfile.mkdtemp(prefix="t2iguard-bench-"))
     clip_dir = vit_b32(tmp / "clip")
-    clip_stage = {"stage": "clip_concepts", "params": {"model_path": str(clip_dir)}}
+    clip_stage = {"stage": "clip_concepts", "params": {"model_path": str(clip_dir), **th}}
     rows: dict[str, dict[str, Any]] = {}
 
     def stage_of(cfg: dict[str, Any], phase: Phase) -> Any:
@@ -105,9 +107,9 @@ def main() -> None:
 
     out_ctx = ImageContext(phase=Phase.OUTPUT_IMAGE, prompt="a portrait of a woman")
     for name, cfg in {
-        "nsfw": {"stage": "nsfw"},
-        "nudity": {"stage": "nudity"},
-        "nsfw_nudity": {"stage": "nsfw_nudity"},
+        "nsfw": {"stage": "nsfw", "params": th},
+        "nudity": {"stage": "nudity", "params": th},
+        "nsfw_nudity": {"stage": "nsfw_nudity", "params": {"nsfw": th, "nudity": th}},
         "clip_concepts (ViT-B/32)": clip_stage,
     }.items():
         st = stage_of(cfg, Phase.OUTPUT_IMAGE)
@@ -116,7 +118,7 @@ def main() -> None:
     st = stage_of({"stage": "minors_risk", "phases": ["input_image"]}, Phase.INPUT_IMAGE)
     in_ctx = ImageContext(phase=Phase.INPUT_IMAGE, prompt="put the schoolgirl in a library")
     rows["minors_risk (input)"] = timeit(lambda i: st.scan_batch([imgs[i % len(imgs)]], in_ctx), args.reps)
-    st = stage_of({"stage": "edit_transform"}, Phase.EDIT_CHECK)
+    st = stage_of({"stage": "edit_transform", "params": {"nudity_params": th}}, Phase.EDIT_CHECK)
     rows["edit_transform (input+output)"] = timeit(
         lambda i: st.scan(EditContext(input=imgs[0], output=imgs[i % len(imgs)], prompt="add a hat")), args.reps
     )
@@ -141,8 +143,10 @@ def main() -> None:
         codec = WatermarkCodec(method)  # type: ignore[arg-type]
         reps = args.riva_reps if method == "rivaGan" else args.reps
         w = 1 if method == "rivaGan" else 2
-        rows[f"watermark embed ({method})"] = timeit(lambda i, c=codec: c.embed(imgs[i % 8].image, "ab" * 16), reps, w)
-        marked = codec.embed(imgs[0].image, "ab" * 16)
+        rows[f"watermark embed ({method})"] = timeit(
+            lambda i, c=codec: c.embed(imgs[i % 8].image, "ab" * 16, verify=False), reps, w
+        )
+        marked = codec.embed(imgs[0].image, "ab" * 16, verify=False)
         rows[f"watermark detect ({method})"] = timeit(lambda i, c=codec, m=marked: c.detect(m), reps, w)
         print(method, rows[f"watermark embed ({method})"], rows[f"watermark detect ({method})"], flush=True)
     paths = make_test_credentials().write(tmp / "pki")
@@ -154,8 +158,15 @@ def main() -> None:
     rows["c2pa sign (PNG)"] = timeit(lambda i: st.apply([imgs[i % 8]], "ab" * 16, prov_ctx), args.reps)
 
     chains = {
-        "chain: nsfw + nudity (default output checks)": [{"stage": "nsfw"}, {"stage": "nudity"}],
-        "chain: nsfw + nudity + clip_concepts": [{"stage": "nsfw"}, {"stage": "nudity"}, clip_stage],
+        "chain: nsfw + nudity (default output checks)": [
+            {"stage": "nsfw", "params": th},
+            {"stage": "nudity", "params": th},
+        ],
+        "chain: nsfw + nudity + clip_concepts": [
+            {"stage": "nsfw", "params": th},
+            {"stage": "nudity", "params": th},
+            clip_stage,
+        ],
     }
     for name, stages in chains.items():
         stack = SafetyStack(policy_from_dict({"name": "chain", "stages": stages}), models=models)
@@ -167,6 +178,7 @@ def main() -> None:
         "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
         "note": "measured on a shared 2-core machine under load from other jobs: contention inflates these",
         "load_average": [load_before, os.getloadavg()[0]],
+        "threads": args.threads,
         "image_size": [512, 512],
         "stages": rows,
     }
@@ -174,7 +186,10 @@ def main() -> None:
     (args.out / "image_latency.json").write_text(json.dumps(result, indent=2))
     lines = ["| stage (512x512, one image) | p50 ms | p95 ms | CPU time p50 ms |", "|---|---|---|---|"]
     lines += [f"| {k} | {v['p50_ms']:.0f} | {v['p95_ms']:.0f} | {v['cpu_p50_ms']:.0f} |" for k, v in rows.items()]
-    lines.append(f"\nLoad average while measuring: {load_before:.1f} -> {os.getloadavg()[0]:.1f} (2 cores).")
+    lines.append(
+        f"\nLoad average while measuring: {load_before:.1f} -> {os.getloadavg()[0]:.1f} (2 cores); "
+        f"threads per model: {args.threads or 'default'}."
+    )
     (args.out / "image_latency.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -173,7 +173,7 @@ def plot(results: dict, path: Path) -> None:
         return
     methods = list(results["robustness"])
     attacks = list(ATTACKS)
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig, ax = plt.subplots(figsize=(11, 4))
     width = 0.8 / max(1, len(methods))
     for k, m in enumerate(methods):
         vals = [results["robustness"][m][a]["bit_accuracy"] for a in attacks]
@@ -183,7 +183,7 @@ def plot(results: dict, path: Path) -> None:
     ax.set_ylabel("payload bit accuracy")
     ax.set_ylim(0, 1.02)
     ax.set_title("invisible-watermark robustness, 512x512 photos")
-    ax.legend(loc="lower left")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
