@@ -20,6 +20,7 @@ from t2iguard.core.errors import ConfigurationError  # noqa: E402
 from t2iguard.core.pipeline import SafetyStack  # noqa: E402
 from t2iguard.core.policy import policy_from_dict  # noqa: E402
 from t2iguard.core.stage import ModelCache  # noqa: E402
+from t2iguard.core.types import Phase  # noqa: E402
 from t2iguard.image.clip_concepts import CLIPBundle, load_clip  # noqa: E402
 
 WORDS = "a photo of the gore blood swastika flag landscape object food animal building painting dog cat person"
@@ -119,6 +120,42 @@ def test_stage_in_a_policy_reports_per_category_scores(hf_dir: Path) -> None:
     assert d.action == "review", d.reason  # threshold 0 on shocking: the rule fires, from the policy
     entry = next(e for e in d.trace if e.category == "shocking")
     assert entry.evidence["concept"] in ("gore", "blood") and "cosine" in entry.evidence
+
+
+def test_cosine_scoring_is_one_half_at_the_threshold(hf_dir: Path) -> None:
+    from t2iguard.core.inputs import load_image
+    from t2iguard.image.clip_concepts import CLIPConceptStage
+
+    models = ModelCache()
+    bundle = load_clip(hf_dir)
+    img = _images()[0]
+    cos = float(bundle.text_embeddings(["gore"])[0] @ bundle.image_embeddings([img])[0])
+
+    def score(threshold: float) -> float:
+        policy = policy_from_dict(
+            {
+                "name": "cos",
+                "stages": [
+                    {
+                        "stage": "clip_concepts",
+                        "params": {
+                            "model_path": str(hf_dir),
+                            "scoring": "cosine",
+                            "concepts": {"shocking": ["gore"]},
+                            "cosine_thresholds": {"shocking": threshold},
+                        },
+                    }
+                ],
+            }
+        )
+        (stage,) = SafetyStack(policy, models=models).stages(Phase.OUTPUT_IMAGE)
+        assert isinstance(stage, CLIPConceptStage)
+        ((s, ev),) = stage.scores([load_image(img)])[0].values()
+        assert ev["cosine"] == pytest.approx(cos, abs=1e-4) and ev["cosine_threshold"] == threshold
+        return s
+
+    assert score(cos) == pytest.approx(0.5, abs=0.01)
+    assert score(cos - 0.1) > 0.99 and score(cos + 0.1) < 0.01
 
 
 # ---- open_clip / OpenAI format -----------------------------------------------------------------

@@ -210,3 +210,18 @@ def test_embedding_retries_with_headroom_where_the_mark_clips() -> None:
     marked = codec.embed(white, DECISION)  # read back, retried with range headroom
     assert codec.detect(marked).payload == DECISION[:12]
     assert np.asarray(marked).min() > 200  # still white to the eye
+
+
+def test_c2pa_key_from_environment_and_missing_key_fails_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = make_test_credentials().write(tmp_path / "pki")
+    cfg = {"stage": "c2pa", "params": {"cert_chain": str(paths["chain"]), "private_key_env": "T2I_TEST_C2PA_KEY"}}
+    policy = policy_from_dict({"name": "env", "stages": [cfg]})
+    monkeypatch.setenv("T2I_TEST_C2PA_KEY", paths["key"].read_text())
+    out = SafetyStack(policy, models=ModelCache(), generator=_PhotoGenerator()).generate(GenerationRequest(prompt="x"))
+    assert out.decision.allowed and verify(out.encoded[0])["valid"]
+    monkeypatch.delenv("T2I_TEST_C2PA_KEY")
+    out = SafetyStack(policy, models=ModelCache(), generator=_PhotoGenerator()).generate(GenerationRequest(prompt="x"))
+    assert out.decision.action == "block" and out.images == []
+    assert "T2I_TEST_C2PA_KEY" in out.decision.errors[0]
