@@ -205,3 +205,28 @@ def test_cielab_conversion_matches_reference_values() -> None:
     np.testing.assert_allclose(lab[1], [53.24, 80.09, 67.20], atol=0.02)  # sRGB red, CIE D65
     np.testing.assert_allclose(lab[2], [0.0, 0.0, 0.0], atol=0.01)
     np.testing.assert_allclose(lab[3], [53.59, 0.0, 0.0], atol=0.02)
+
+
+def test_check_edit_api_and_cli(tmp_path: Any) -> None:
+    from typer.testing import CliRunner
+
+    from t2iguard.cli.main import app
+
+    stack = SafetyStack(_policy(), models=MODELS)
+    img = astronaut()
+    darker = shift_skin(img, stack.stages(Phase.EDIT_CHECK)[0].faces.detect(img)[0].box, -30, 5, 10)  # type: ignore[attr-defined]
+    d = stack.check_edit(img, darker, "give her a tan")
+    assert d.action == Action.REVIEW and d.input.kind == "edit"
+    assert {r.stage for r in d.stages} >= {"normalize", "blocklist", "edit_transform"}
+    blocked = stack.check_edit(img, img, "s u i c i d e note")  # the instruction alone blocks
+    assert blocked.action == Action.BLOCK and "edit_transform" not in {r.stage for r in blocked.stages}
+    src, out = tmp_path / "in.png", tmp_path / "out.png"
+    img.save(src)
+    darker.save(out)
+    policy = tmp_path / "p.yaml"
+    policy.write_text(_policy().to_yaml())
+    res = CliRunner().invoke(app, ["check-edit", str(src), str(out), "--prompt", "give her a tan", "-p", str(policy)])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.startswith("review:") and "skin_tone_shift" in res.stdout
+    res = CliRunner().invoke(app, ["check-edit", str(src), str(tmp_path / "nope.png"), "--prompt", "x", "--json"])
+    assert res.exit_code == 1 and "file not found" in res.stdout

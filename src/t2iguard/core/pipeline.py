@@ -472,6 +472,46 @@ class SafetyStack:
                 return image if isinstance(image, Image.Image) else None
         return None
 
+    # ---- edits produced elsewhere --------------------------------------------------------
+    def check_edit(
+        self,
+        input_image: ImageSource,
+        output_image: ImageSource,
+        prompt: str,
+        *,
+        mask: ImageSource | None = None,
+        user: str | None = None,
+    ) -> Decision:
+        """Check an edit made by a generator outside the stack: the instruction (prompt
+        stages), the upload (input-image stages), the result (output-image stages) and the pair
+        (edit stages), as :meth:`generate` would. Raises :class:`InputError` for bad inputs."""
+        t0 = time.perf_counter()
+        before = load_image(input_image, limits=self.policy.limits, source="<edit input>")
+        after = load_image(output_image, limits=self.policy.limits, source="<edit output>")
+        mask_item = load_image(mask, limits=self.policy.limits, source="<edit mask>") if mask is not None else None
+        prompt_out = self.check_prompt(prompt, source="<edit instruction>", user=user)
+        results: list[StageResult] = list(prompt_out.stages)
+        final_prompt = prompt_out.prompt or prompt
+        if prompt_out.action < Action.REVIEW:
+            inputs = [before]
+            results += self._image_results(inputs, Phase.INPUT_IMAGE, final_prompt)[0]
+            if Action.most_severe(r.action for r in results) < Action.REVIEW:
+                outputs = [after]
+                results += self._image_results(outputs, Phase.OUTPUT_IMAGE, final_prompt)[0]
+                request = GenerationRequest(prompt=final_prompt, image=inputs[0], mask=mask_item, user=user)
+                results += self._edit_results(request, outputs, final_prompt, prompt_out.stages)
+        d = self._decision(
+            InputRef(kind="edit", source=user, sha256=before.sha256, size=before.size),
+            results,
+            prompt=final_prompt,
+            original_prompt=prompt,
+            changes=prompt_out.changes,
+            transform_resolved=True,
+        )
+        d.images = [ImageRecord(index=0, sha256=after.sha256, width=after.width, height=after.height, action=d.action)]
+        d.latency_ms = (time.perf_counter() - t0) * 1000.0
+        return d
+
     # ---- generation ----------------------------------------------------------------------
     def generate(self, request: GenerationRequest) -> GenerationOutcome:
         """Run the whole stack around the configured generator.
