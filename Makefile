@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test install install-dev lint typecheck bench bench-redteam bench-system clean bench-gateway
+.PHONY: demo test install install-dev lint typecheck bench bench-redteam bench-system clean bench-gateway bench-image
 
 # torch is installed first and pinned to the CPU build: a later dependency that asks for torch
 # (diffusers, transformers) must never pull a multi-GB CUDA build.
@@ -54,10 +54,16 @@ bench-redteam: install-dev
 GENERATOR ?= tiny
 bench-system: install-dev
 	$(VENV)/bin/t2iguard bench system --datasets i2p,coco --limit 500 --generator $(GENERATOR) --data $(DATA) --out bench/results
+
 ## Gateway load test: 50 clients x 60 s on loopback (procedural generator), audit log verified.
 bench-gateway: install-dev
 	$(PY) bench/gateway_load.py
 	$(PY) bench/gateway_load.py --prompt-only
+
+## Image benchmarks: watermark robustness / false detections, per-stage latency at 512x512.
+bench-image: install-dev
+	$(PY) bench/bench_watermark.py
+	$(PY) bench/bench_image_latency.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

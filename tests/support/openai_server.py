@@ -9,7 +9,8 @@ turns::
     [{"match": "knife", "reply": "{\\"violence\\": 0.9}"},
      {"match": "retry", "replies": ["not json", "{\\"ok\\": true}"]},   # successive calls
      {"match": "slow", "reply": "{}", "delay_s": 5},
-     {"match": "down", "status": 503, "reply": "overloaded"}]
+     {"match": "down", "status": 503, "reply": "overloaded"},
+     {"match": "classify", "image_size": [64, 48], "reply": "..."}]   # a PNG part of that size
 
 The first rule whose regex matches wins; ``--default`` is the reply when none does. Every request
 body is appended to the ``--log`` file (JSON lines) so tests can check what was sent.
@@ -18,19 +19,36 @@ body is appended to the ``--log`` file (JSON lines) so tests can check what was 
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import json
 import re
+import struct
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
-def _user_text(body: dict[str, Any]) -> tuple[str, int]:
-    """Text of every user turn (so a retry's correction turn still matches the rule), and the
-    number of image parts."""
+def _png_size(url: str) -> tuple[int, int] | None:
+    """(width, height) of a base64 PNG data URL, read from its IHDR chunk."""
+    if not url.startswith("data:image/png;base64,"):
+        return None
+    try:
+        head = base64.b64decode(url.split(",", 1)[1][:64] + "==", validate=False)[:24]
+    except (ValueError, binascii.Error):
+        return None
+    if head[:8] != b"\x89PNG\r\n\x1a\n":
+        return None
+    return struct.unpack(">II", head[16:24])
+
+
+def _user_text(body: dict[str, Any]) -> tuple[str, int, list[list[int]]]:
+    """Text of every user turn (so a retry's correction turn still matches the rule), the
+    number of image parts, and the sizes of the PNG images."""
     texts: list[str] = []
     images = 0
+    sizes: list[list[int]] = []
     for msg in body.get("messages", []):
         if msg.get("role") != "user":
             continue
@@ -39,8 +57,13 @@ def _user_text(body: dict[str, Any]) -> tuple[str, int]:
             texts.append(content)
         elif isinstance(content, list):
             texts += [p.get("text", "") for p in content if p.get("type") == "text"]
-            images += sum(1 for p in content if p.get("type") == "image_url")
-    return "\n".join(texts), images
+            for p in content:
+                if p.get("type") == "image_url":
+                    images += 1
+                    size = _png_size(str(p.get("image_url", {}).get("url", "")))
+                    if size:
+                        sizes.append(list(size))
+    return "\n".join(texts), images, sizes
 
 
 def main() -> None:
@@ -87,11 +110,13 @@ def main() -> None:
             if self.path.rstrip("/") != "/v1/chat/completions":
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
                 return
-            text, images = _user_text(body)
+            text, images, sizes = _user_text(body)
             reply, status, delay = args.default, 200, 0.0
             for i, rule in enumerate(rules):
                 if re.search(rule.get("match", ""), text, re.IGNORECASE | re.DOTALL):
                     if "min_images" in rule and images < rule["min_images"]:
+                        continue
+                    if "image_size" in rule and list(rule["image_size"]) not in sizes:
                         continue
                     if "replies" in rule:
                         with lock:

@@ -403,16 +403,21 @@ class SafetyStack:
             out.append(None)  # filled below
             items.append(item)
             slots.append(i)
-        per_image = self._image_results(items, phase, prompt)
+        originals = list(items)
+        per_image = self._image_results(items, phase, prompt)  # a `transform` replaces items[i]
         elapsed = (time.perf_counter() - t0) * 1000.0
-        for slot, item, results in zip(slots, items, per_image, strict=True):
-            d = self._decision(InputRef(kind="image", source=item.source, sha256=item.sha256, size=item.size), results)
+        for slot, orig, item, results in zip(slots, originals, items, per_image, strict=True):
+            d = self._decision(InputRef(kind="image", source=orig.source, sha256=orig.sha256, size=orig.size), results)
             d.images = [ImageRecord(index=0, sha256=item.sha256, width=item.width, height=item.height, action=d.action)]
             d.latency_ms = elapsed / max(1, len(items))
             out[slot] = d
         return [o for o in out if o is not None]
 
     def _image_results(self, items: list[ImageItem], phase: Phase, prompt: str | None) -> list[list[StageResult]]:
+        """Run the image stages of ``phase``. A stage that proposes ``transform`` and returns a
+        censored image (``artifacts["image"]``) replaces ``items[i]`` in place: later stages
+        check, and the caller returns, the censored image. A ``transform`` without an image
+        cannot be carried out and fails closed."""
         per_image: list[list[StageResult]] = [[] for _ in items]
         stopped = [False] * len(items)
         ctx = ImageContext(phase=phase, prompt=prompt)
@@ -426,9 +431,89 @@ class SafetyStack:
             results = self._run_batch(stage, phase, len(batch), partial(stage.scan_batch, batch, ctx))
             for i, r in zip(idx, results, strict=True):
                 per_image[i].append(r)
+                if r.action == Action.TRANSFORM and r.error is None:
+                    fixed = self._apply_image_transform(items[i], r, phase)
+                    if isinstance(fixed, StageResult):
+                        per_image[i].append(fixed)
+                        r = fixed
+                    else:
+                        items[i] = fixed
                 if self.policy.short_circuit and r.action == Action.BLOCK:
                     stopped[i] = True
         return per_image
+
+    def _apply_image_transform(self, item: ImageItem, r: StageResult, phase: Phase) -> ImageItem | StageResult:
+        image = r.artifacts.get("image")
+        if image is not None:
+            try:
+                new = load_image(image, limits=self.policy.limits, source=f"{item.source} ({r.stage})")
+            except InputError as err:
+                return self._pipeline_error(phase, f"{r.stage} returned an unusable transformed image: {err}")
+            r.artifacts["image_before"] = item.sha256
+            for e in r.trace:
+                if e.action == Action.TRANSFORM and e.category is None:
+                    e.evidence = {**e.evidence, "image_before": item.sha256, "image_after": new.sha256}
+            return new
+        cats = sorted({str(e.category) for e in r.trace if e.action == Action.TRANSFORM and e.category})
+        entry = TraceEntry(
+            stage=PIPELINE,
+            phase=phase,
+            category=Category(cats[0]) if cats else None,
+            action=Action.BLOCK,
+            message=f"the policy asks to transform ({', '.join(cats) or 'image'}) but stage {r.stage} "
+            "returned no transformed image; failing closed",
+        )
+        return StageResult(stage=PIPELINE, phase=phase, action=Action.BLOCK, trace=[entry])
+
+    @staticmethod
+    def transformed_image(decision: Decision) -> Image.Image | None:
+        """The censored image a ``transform`` decision of :meth:`check_images` returns, if any
+        (``generate`` returns it directly)."""
+        for r in reversed(decision.stages):
+            image = r.artifacts.get("image")
+            if image is not None and r.action == Action.TRANSFORM:
+                return image if isinstance(image, Image.Image) else None
+        return None
+
+    # ---- edits produced elsewhere --------------------------------------------------------
+    def check_edit(
+        self,
+        input_image: ImageSource,
+        output_image: ImageSource,
+        prompt: str,
+        *,
+        mask: ImageSource | None = None,
+        user: str | None = None,
+    ) -> Decision:
+        """Check an edit made by a generator outside the stack: the instruction (prompt
+        stages), the upload (input-image stages), the result (output-image stages) and the pair
+        (edit stages), as :meth:`generate` would. Raises :class:`InputError` for bad inputs."""
+        t0 = time.perf_counter()
+        before = load_image(input_image, limits=self.policy.limits, source="<edit input>")
+        after = load_image(output_image, limits=self.policy.limits, source="<edit output>")
+        mask_item = load_image(mask, limits=self.policy.limits, source="<edit mask>") if mask is not None else None
+        prompt_out = self.check_prompt(prompt, source="<edit instruction>", user=user)
+        results: list[StageResult] = list(prompt_out.stages)
+        final_prompt = prompt_out.prompt or prompt
+        if prompt_out.action < Action.REVIEW:
+            inputs = [before]
+            results += self._image_results(inputs, Phase.INPUT_IMAGE, final_prompt)[0]
+            if Action.most_severe(r.action for r in results) < Action.REVIEW:
+                outputs = [after]
+                results += self._image_results(outputs, Phase.OUTPUT_IMAGE, final_prompt)[0]
+                request = GenerationRequest(prompt=final_prompt, image=inputs[0], mask=mask_item, user=user)
+                results += self._edit_results(request, outputs, final_prompt, prompt_out.stages)
+        d = self._decision(
+            InputRef(kind="edit", source=user, sha256=before.sha256, size=before.size),
+            results,
+            prompt=final_prompt,
+            original_prompt=prompt,
+            changes=prompt_out.changes,
+            transform_resolved=True,
+        )
+        d.images = [ImageRecord(index=0, sha256=after.sha256, width=after.width, height=after.height, action=d.action)]
+        d.latency_ms = (time.perf_counter() - t0) * 1000.0
+        return d
 
     # ---- generation ----------------------------------------------------------------------
     def generate(self, request: GenerationRequest) -> GenerationOutcome:
@@ -481,6 +566,8 @@ class SafetyStack:
             results.extend(input_results)
             if Action.most_severe(r.action for r in input_results) >= Action.REVIEW:
                 return finish(build([]), [], [])
+            if inputs[0] is not request.image:  # a `transform` censored the upload: edit that
+                request = request.with_changes(image=inputs[0])
         guidance: SafetyGuidance | None = None
         flagged_prompt = [
             e.category for e in prompt_out.trace if e.action == Action.REGENERATE and e.category is not None
@@ -633,7 +720,10 @@ class SafetyStack:
         items = [load_image(img, limits=self.policy.limits, source=f"<final {i}>") for i, img in enumerate(images)]
         encoded: list[bytes | None] = [None] * len(items)
         payloads: list[str | None] = [None] * len(items)
-        ctx = ImageContext(phase=Phase.PROVENANCE, prompt=prompt, metadata={"decision_id": decision.id})
+        meta: dict[str, Any] = {"decision_id": decision.id}
+        if self.generator is not None:
+            meta["generator"] = getattr(self.generator, "name", None)
+        ctx = ImageContext(phase=Phase.PROVENANCE, prompt=prompt, metadata=meta)
         for stage in self.stages(Phase.PROVENANCE):
             if not isinstance(stage, ProvenanceStage):
                 continue

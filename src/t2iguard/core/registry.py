@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from t2iguard.core.errors import ConfigurationError, PolicyError
 from t2iguard.core.policy import Policy, StageConfig
-from t2iguard.core.stage import ModelCache, Stage
+from t2iguard.core.stage import ImageStage, ModelCache, Stage
 from t2iguard.core.types import Category, Phase
 
 BUILTIN_STAGES: Mapping[str, str] = MappingProxyType(
@@ -33,10 +33,24 @@ BUILTIN_STAGES: Mapping[str, str] = MappingProxyType(
         # image checks
         "nsfw": "t2iguard.image.nsfw:OpenNSFWStage",
         "nudity": "t2iguard.image.nudity:NudeNetStage",
+        "nsfw_nudity": "t2iguard.image.sexual:SexualContentStage",
+        "vision_judge": "t2iguard.image.vision_judge:VisionJudgeStage",
+        "clip_concepts": "t2iguard.image.clip_concepts:CLIPConceptStage",
+        "minors_risk": "t2iguard.image.minors:MinorsRiskStage",
+        # edit checks (input + mask + prompt + output)
+        "edit_transform": "t2iguard.image.edit:EditTransformStage",
+        # provenance
+        "watermark": "t2iguard.image.provenance.watermark:WatermarkStage",
+        "c2pa": "t2iguard.image.provenance.manifest:C2PAStage",
     }
 )
 
 ENTRY_POINT_GROUP = "t2iguard.stages"
+
+_IMAGE_HINT = (
+    "beyond nudity (nsfw, nudity) no packaged model scores images offline: configure `vision_judge` "
+    "(an OpenAI-compatible multimodal endpoint) or `clip_concepts` (a local CLIP checkpoint) for them"
+)
 
 
 class StageRegistry:
@@ -113,6 +127,8 @@ class StageRegistry:
         """
         problems: list[str] = []
         covered: set[str] = set()
+        image_covered: set[str] = set()
+        image_stages = 0
         for sc in policy.stages:
             try:
                 cls = self.get(sc.stage)
@@ -120,9 +136,21 @@ class StageRegistry:
                 problems.append(str(exc))
                 continue
             try:
-                self.params(sc)
+                params = self.params(sc)
             except PolicyError as exc:
                 problems.append(str(exc))
+                params = None
+            if issubclass(cls, ImageStage) and params is not None:
+                covers = cls.covers_for(params)
+                foreign = [str(c) for c, r in sc.categories.items() if r.enabled and c not in covers]
+                if foreign:
+                    problems.append(
+                        f"stage '{sc.instance_name}' ({sc.stage}) cannot score {', '.join(foreign)} "
+                        f"(it scores {', '.join(sorted(str(c) for c in covers)) or 'nothing'}); " + _IMAGE_HINT
+                    )
+                if sc.enabled:
+                    image_stages += 1
+                    image_covered.update(str(c) for c in covers)
             bad = [str(p) for p in (sc.phases or []) if p not in cls.phases]
             if bad:
                 problems.append(
@@ -130,7 +158,7 @@ class StageRegistry:
                     f"it supports {', '.join(str(p) for p in cls.phases)}"
                 )
             if sc.enabled:
-                covered.update(cls.covers)
+                covered.update(cls.covers_for(params) if params is not None else cls.covers)
         if problems:
             raise PolicyError(f"invalid policy {policy.source or policy.name}:\n" + "\n".join(problems))
         warnings = []
@@ -138,6 +166,14 @@ class StageRegistry:
         uncovered = sorted(str(c) for c in enforced if c not in covered)
         if uncovered:
             warnings.append("no configured stage scores these enforced categories: " + ", ".join(uncovered))
+        image_uncovered = sorted(str(c) for c in enforced if str(c) not in image_covered)
+        if image_stages and image_uncovered:
+            warnings.append(
+                "images are not checked for these enforced categories: "
+                + ", ".join(image_uncovered)
+                + "; "
+                + _IMAGE_HINT
+            )
         return warnings
 
     def phases_of(self, config: StageConfig) -> tuple[Phase, ...]:

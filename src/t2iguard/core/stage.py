@@ -155,6 +155,12 @@ class Stage(ABC):
     def name(self) -> str:
         return self.policy.name
 
+    @classmethod
+    def covers_for(cls, params: BaseModel) -> frozenset[Category]:
+        """The categories an instance with ``params`` scores (``covers`` unless the stage's
+        categories are configurable, as for a judge)."""
+        return cls.covers
+
     def warmup(self) -> None:  # noqa: B027 - optional hook, most stages have nothing to load
         """Load models now rather than on first use (services call this at start-up)."""
 

@@ -14,16 +14,17 @@ post-processing here are t2iguard's own (letterbox to a square, resize to 320, N
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, cast
 
 import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from t2iguard.core.decision import Finding, StageResult
+from t2iguard.core.decision import Change, Finding, StageResult
 from t2iguard.core.inputs import ImageItem
 from t2iguard.core.stage import ImageContext, ImageStage
-from t2iguard.core.types import Category
+from t2iguard.core.types import Action, Category
+from t2iguard.image.censor import CensorMode, censor
 from t2iguard.image.onnx import package_file, session
 
 LABELS: tuple[str, ...] = (
@@ -117,6 +118,18 @@ class NudeNetStage(ImageStage):
         resolution: int = Field(default=320, ge=160, le=1280)
         detection_threshold: float = Field(default=0.6, ge=0.0, le=1.0)
         classes: list[str] = Field(default_factory=lambda: list(NUDITY_CLASSES))
+        class_thresholds: dict[str, float] = Field(
+            default_factory=dict,
+            description="per-class detection thresholds; a class listed here counts only at or above its "
+            "threshold (e.g. {MALE_GENITALIA_EXPOSED: 0.4, BUTTOCKS_EXPOSED: 0.7})",
+        )
+        censor: Literal["none", "blur", "pixelate", "fill"] = Field(
+            default="none",
+            description="when the policy's action here is `transform`, return the image with the flagged "
+            "regions censored this way ('none': no censored image, so `transform` fails closed)",
+        )
+        censor_padding: float = Field(default=0.1, ge=0.0, le=1.0)
+        censor_strength: int = Field(default=16, ge=2, le=256)
         batch_size: int = Field(default=8, ge=1, le=128)
         threads: int | None = Field(default=None, ge=1)
 
@@ -126,6 +139,17 @@ class NudeNetStage(ImageStage):
             unknown = [c for c in v if c not in LABELS]
             if unknown:
                 raise ValueError(f"unknown NudeNet classes {unknown}; known: {', '.join(LABELS)}")
+            return v
+
+        @field_validator("class_thresholds")
+        @classmethod
+        def _known_thresholds(cls, v: dict[str, float]) -> dict[str, float]:
+            unknown = [c for c in v if c not in LABELS]
+            if unknown:
+                raise ValueError(f"unknown NudeNet classes {unknown}; known: {', '.join(LABELS)}")
+            bad = [c for c, t in v.items() if not 0.0 <= t <= 1.0]
+            if bad:
+                raise ValueError(f"class thresholds must be in [0, 1]: {bad}")
             return v
 
     covers: ClassVar[frozenset[Category]] = frozenset({Category.SEXUAL})
@@ -154,13 +178,45 @@ class NudeNetStage(ImageStage):
                 out.append(decode(np.asarray(res), side, it.width, it.height, p.resolution))
         return out
 
+    def counted(self, dets: list[dict[str, Any]]) -> tuple[float, list[dict[str, Any]]]:
+        """(score, boxes) of the scored classes: the score is the highest confidence of a
+        counted detection (classes with a ``class_thresholds`` entry count only at or above it);
+        the boxes are the counted detections at or above their detection threshold."""
+        p: NudeNetStage.Params = self.params  # type: ignore[assignment]
+        exposed = [
+            d
+            for d in dets
+            if d["class"] in p.classes
+            and (d["class"] not in p.class_thresholds or d["score"] >= p.class_thresholds[d["class"]])
+        ]
+        score = max((d["score"] for d in exposed), default=0.0)
+        boxes = [d for d in exposed if d["score"] >= p.class_thresholds.get(d["class"], p.detection_threshold)]
+        return score, boxes
+
+    def censored(
+        self, item: ImageItem, boxes: list[dict[str, Any]], findings: list[Finding], ctx: ImageContext
+    ) -> StageResult:
+        """The result of a ``transform``: the image with ``boxes`` censored, and the change."""
+        p: NudeNetStage.Params = self.params  # type: ignore[assignment]
+        mode = cast(CensorMode, p.censor)
+        image = censor(
+            item.image, [d["box"] for d in boxes], mode, padding=p.censor_padding, strength=p.censor_strength
+        )
+        change = Change(
+            stage=self.name,
+            kind=f"image_{mode}",
+            before=item.sha256,
+            after=f"{len(boxes)} region(s) censored ({mode})",
+            reason=f"censored ({mode}) {len(boxes)} region(s): " + ", ".join(d["class"] for d in boxes),
+            category=findings[0].category if findings else None,
+        )
+        return self.result(findings, phase=ctx.phase, changes=[change], artifacts={"image": image})
+
     def scan_batch(self, items: Sequence[ImageItem], ctx: ImageContext) -> list[StageResult]:
         p: NudeNetStage.Params = self.params  # type: ignore[assignment]
         results = []
-        for dets in self.detect(items):
-            exposed = [d for d in dets if d["class"] in p.classes]
-            score = max((d["score"] for d in exposed), default=0.0)
-            boxes = [d for d in exposed if d["score"] >= p.detection_threshold]
+        for item, dets in zip(items, self.detect(items), strict=True):
+            score, boxes = self.counted(dets)
             message = (
                 f"{len(boxes)} exposed region(s) >= {p.detection_threshold}: "
                 + ", ".join(f"{d['class']} {d['score']:.2f}" for d in boxes)
@@ -174,9 +230,9 @@ class NudeNetStage(ImageStage):
                 "classes": list(p.classes),
                 "other": [d for d in dets if d["class"] not in p.classes][:10],
             }
-            results.append(
-                self.result(
-                    [Finding(category=Category.SEXUAL, score=score, evidence=ev, message=message)], phase=ctx.phase
-                )
-            )
+            finding = Finding(category=Category.SEXUAL, score=score, evidence=ev, message=message)
+            result = self.result([finding], phase=ctx.phase)
+            if result.action == Action.TRANSFORM and p.censor != "none" and boxes:
+                result = self.censored(item, boxes, [finding], ctx)
+            results.append(result)
         return results
