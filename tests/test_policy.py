@@ -105,8 +105,11 @@ def test_registry_validation_names_unknown_stages_and_bad_params() -> None:
 
 def test_coverage_warnings_name_uncovered_categories() -> None:
     pol = policy_from_dict({"name": "t", "stages": [{"stage": "nsfw"}]})
-    (warning,) = StageRegistry().validate(pol)
-    assert "violence" in warning and "sexual" not in warning.split(":")[1].split(", ")
+    prompt_cov, image_cov = StageRegistry().validate(pol)
+    for warning in (prompt_cov, image_cov):
+        named = warning.split(":")[1].split(";")[0].strip().split(", ")
+        assert "violence" in named and "sexual" not in named
+    assert "vision_judge" in image_cov
 
 
 def test_load_policy_file_errors(tmp_path: Path) -> None:
