@@ -59,7 +59,7 @@ def _create_key(tmp_path: Path, config: dict) -> str:
     return str(json.loads(out.stdout)["secret"])
 
 
-@pytest.mark.parametrize("then_kill", [False, True], ids=["sigterm", "sigterm-then-sigkill"])
+@pytest.mark.parametrize("then_kill", [False, True], ids=["sigterm", "sigkill"])
 def test_kill_mid_load_loses_no_completed_record(tmp_path: Path, then_kill: bool) -> None:
     policy = yaml.safe_load(default_policy_path().read_text())
     policy["penalties"]["enabled"] = False  # keep the key usable: this test is about the audit log
@@ -87,10 +87,9 @@ def test_kill_mid_load_loses_no_completed_record(tmp_path: Path, then_kill: bool
         while len(done) < 12 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(done) >= 12, f"load did not get going: {errors[:5]}"
-        server.signal(signal.SIGTERM)
-        if then_kill:
-            time.sleep(0.3)
-            server.signal(signal.SIGKILL)
+        # SIGKILL outright: a drain after SIGTERM can finish in well under a second on a fast
+        # machine, and then the process exits before any later SIGKILL arrives.
+        server.signal(signal.SIGKILL if then_kill else signal.SIGTERM)
         code = server.process.wait(timeout=60)
         stop.set()
         for t in threads:
