@@ -25,6 +25,8 @@ BUILTIN_STAGES: Mapping[str, str] = MappingProxyType(
         # prompt checks
         "normalize": "t2iguard.prompt.normalize:NormalizeStage",
         "blocklist": "t2iguard.prompt.blocklist:BlocklistStage",
+        "classifier": "t2iguard.prompt.classifier:PromptClassifierStage",
+        "llm_judge": "t2iguard.prompt.llm_judge:LLMJudgeStage",
         # image checks
         "nsfw": "t2iguard.image.nsfw:OpenNSFWStage",
         "nudity": "t2iguard.image.nudity:NudeNetStage",
