@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from t2iguard import __version__
+from t2iguard.cli.bench import bench_app
 from t2iguard.core.decision import Decision
 from t2iguard.core.errors import ConfigurationError, InputError, PolicyError
 from t2iguard.core.inputs import PromptRecord, read_prompts
@@ -35,6 +36,7 @@ app = typer.Typer(
 )
 policy_app = typer.Typer(help="Show and validate policy files.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
+app.add_typer(bench_app, name="bench")
 
 PolicyOpt = Annotated[
     Path | None, typer.Option("--policy", "-p", help="policy YAML file (default: the built-in policy)")
