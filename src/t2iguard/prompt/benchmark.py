@@ -186,6 +186,7 @@ def stack_systems(
     full = SafetyStack(_policy_without_short_circuit(policy), models=models)
     live = SafetyStack(policy, models=models)
     prompt_stages = [s.name for s in full.stages(Phase.PROMPT_CHECK)]
+    learned = {s.name for s in full.stages(Phase.PROMPT_CHECK) if s.cost != "cheap"}
 
     def run(texts: list[str]) -> dict[str, Scores]:
         n = len(texts)
@@ -204,10 +205,21 @@ def stack_systems(
                     tiers.append("input")
                     continue
                 flagged["cascade"][i] = d.action > Action.ALLOW
-                for c, v in d.categories.items():
-                    percat["cascade"][c][i] = v
-                score["cascade"][i] = max((d.categories.get(c, 0.0) for c in enforced), default=0.0)
                 tiers.append(_tier(d))
+                # the cascade's score: 1 where a tier flagged the prompt, else the learned tiers'
+                # probabilities (cheap tiers' unflagged evidence, e.g. weak terms, is not a score)
+                for r in d.stages:
+                    vec = r.artifacts.get("scores") or {str(k): v for k, v in r.scores.items()}
+                    for c in Category:
+                        v = 1.0 if any(e.category == c and e.action > Action.ALLOW for e in r.trace) else 0.0
+                        if r.stage in learned:
+                            v = max(v, float(vec.get(str(c), 0.0)))
+                        percat["cascade"][c][i] = max(percat["cascade"][c][i], v)
+                    if r.action > Action.ALLOW:
+                        score["cascade"][i] = 1.0
+                score["cascade"][i] = max(
+                    score["cascade"][i], max((percat["cascade"][c][i] for c in enforced), default=0.0)
+                )
                 for r in d.stages:
                     if r.stage not in flagged:
                         continue
@@ -631,7 +643,9 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"Policy `{report['policy']['name']}` {report['policy']['version']}; data root `{report['data_root']}`; "
         f"benign reference for one-class sets: `{report['reference']}`; machine: {report['machine']['cpus']} CPUs "
         f"({report['machine']['processor']}). Flagged = any action other than `allow`. Scores for ROC: the "
-        "highest score over the categories the policy enforces.",
+        "highest score over the categories the policy enforces; for the cascade, 1 where a tier flagged "
+        "the prompt and otherwise the learned tiers' probabilities. Latency was measured on a shared "
+        "machine (other jobs running): see the CPU-time columns.",
         "",
         "## Per dataset",
         "",
