@@ -499,11 +499,7 @@ cascade (`t2iguard.prompt.classifier`), after `normalize` and `blocklist`, befor
   prompts of the calibration split is at most {100 * meta["threshold_rule"]["benign_fpr"]:.1f} %:
   {", ".join(f"{k} {v}" for k, v in meta["thresholds"].items())}. (Calibrated probabilities of
   rare categories are low in absolute terms; the operating point is set by the false-positive
-  budget, with a floor.) History: the first operating point used a floor of 0.2; the first
-  evaluation run then measured a 1.3 % false-positive rate on COCO rows ≥ 20,000 against 0.4 %
-  on held-out COCO training rows, so the floor was raised to 0.3 (`--thresholds-only`, same
-  weights). Thresholds are computed from training data only, but this choice of floor followed one
-  look at that evaluation number.
+  budget, with a floor.)
 
 ## Training data
 
@@ -586,13 +582,6 @@ Ring-A-Bell, UnlearnDiffAtk, ErasureBenchmark) are produced by `t2iguard bench p
 """
 
 
-def _trained_date(out: Path) -> str:
-    try:
-        return str(json.loads((out / "head.json").read_text(encoding="utf-8"))["trained"])
-    except (OSError, KeyError, ValueError):
-        return datetime.now(UTC).strftime("%Y-%m-%d")
-
-
 def split_of(group: str, seed: int) -> str:
     h = int(hashlib.sha256(f"{seed}:{group}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
     return "train" if h < 0.7 else "calib" if h < 0.85 else "test"
@@ -609,14 +598,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--augment", type=float, default=0.3, help="fraction of training prompts given a noisy copy")
     ap.add_argument("--benign-fpr", type=float, default=0.003, help="per-category FPR on held-out benign prompts")
-    ap.add_argument("--min-threshold", type=float, default=0.3, help="no category threshold below this")
+    ap.add_argument("--min-threshold", type=float, default=0.2, help="no category threshold below this")
     ap.add_argument("--stats-only", action="store_true", help="print the cleaned data's statistics and stop")
     ap.add_argument("--card-only", action="store_true", help="rewrite README.md from head.json and stop")
-    ap.add_argument(
-        "--thresholds-only",
-        action="store_true",
-        help="keep the trained head; recompute thresholds, metrics, head.json and README.md",
-    )
     args = ap.parse_args()
     if args.card_only:
         meta = json.loads((args.out / "head.json").read_text(encoding="utf-8"))
@@ -693,25 +677,18 @@ def main() -> None:
     x_ca, y_ca, _ = matrices(splits["calib"])
     x_te, y_te, _ = matrices(splits["test"])
 
-    out: Path = args.out
-    if args.thresholds_only:
-        from safetensors.numpy import load_file
+    log("training the head")
+    params = train_head(x_tr, y_tr, w_tr, hidden=args.hidden, epochs=args.epochs, seed=args.seed)
 
-        log(f"keeping the trained head in {out}; recomputing thresholds and metrics only")
-        params = {k: v.astype(np.float32) for k, v in load_file(str(out / "head.safetensors")).items()}
-        platt_a, platt_b = params["platt_a"], params["platt_b"]
-    else:
-        log("training the head")
-        params = train_head(x_tr, y_tr, w_tr, hidden=args.hidden, epochs=args.epochs, seed=args.seed)
-        log("calibrating (Platt) on the calibration split")
-        lg_ca = head_logits(params, x_ca)
-        platt_a = np.zeros(len(CATEGORIES), dtype=np.float32)
-        platt_b = np.zeros(len(CATEGORIES), dtype=np.float32)
-        for j, _c in enumerate(CATEGORIES):
-            known = y_ca[:, j] != UNKNOWN
-            platt_a[j], platt_b[j] = fit_platt(lg_ca[known, j], y_ca[known, j])
-        params["platt_a"] = platt_a
-        params["platt_b"] = platt_b
+    log("calibrating (Platt) on the calibration split")
+    lg_ca = head_logits(params, x_ca)
+    platt_a = np.zeros(len(CATEGORIES), dtype=np.float32)
+    platt_b = np.zeros(len(CATEGORIES), dtype=np.float32)
+    for j, _c in enumerate(CATEGORIES):
+        known = y_ca[:, j] != UNKNOWN
+        platt_a[j], platt_b[j] = fit_platt(lg_ca[known, j], y_ca[known, j])
+    params["platt_a"] = platt_a
+    params["platt_b"] = platt_b
 
     def probs(x: np.ndarray) -> np.ndarray:
         return 1 / (1 + np.exp(-(head_logits(params, x) * platt_a + platt_b)))
@@ -759,12 +736,12 @@ def main() -> None:
         metrics["per_source"][src] = {"n": int(idx.sum()), "flagged_rate": round(float(flagged[idx].mean()), 4)}
     log(json.dumps(metrics["per_category"], indent=1))
 
+    out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    if not args.thresholds_only:
-        from safetensors.numpy import save_file
+    from safetensors.numpy import save_file
 
-        tensors = {k: np.ascontiguousarray(v.astype(np.float32)) for k, v in params.items()}
-        save_file(tensors, str(out / "head.safetensors"))
+    tensors = {k: np.ascontiguousarray(v.astype(np.float32)) for k, v in params.items()}
+    save_file(tensors, str(out / "head.safetensors"))
     sha = hashlib.sha256((out / "head.safetensors").read_bytes()).hexdigest()
     meta = {
         "format": "t2iguard-prompt-classifier/1",
@@ -775,8 +752,7 @@ def main() -> None:
         "thresholds": thresholds,
         "threshold_rule": {"benign_fpr": args.benign_fpr, "min_threshold": args.min_threshold},
         "sha256": sha,
-        "trained": _trained_date(out) if args.thresholds_only else datetime.now(UTC).strftime("%Y-%m-%d"),
-        "thresholds_set": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "trained": datetime.now(UTC).strftime("%Y-%m-%d"),
         "seed": args.seed,
         "authored_version": yaml.safe_load((HERE / "authored_prompts.yaml").read_text(encoding="utf-8"))["version"],
         "data": {k: v for k, v in sorted(stats.items())},
