@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test install install-dev lint typecheck bench bench-redteam bench-system clean bench-gateway bench-image
+.PHONY: demo test install install-dev lint typecheck bench bench-redteam bench-system clean bench-gateway bench-image bench-prompts train-prompt-classifier
 
 # torch is installed first and pinned to the CPU build: a later dependency that asks for torch
 # (diffusers, transformers) must never pull a multi-GB CUDA build.
@@ -64,6 +64,18 @@ bench-gateway: install-dev
 bench-image: install-dev
 	$(PY) bench/bench_watermark.py
 	$(PY) bench/bench_image_latency.py
+
+## Prompt classifiers vs baselines (HTML/JSON/markdown in bench/results/prompts). The baselines
+## are installed into the venv for the benchmark only; they are never dependencies of t2iguard
+## (en-prompt-nsfw-pipeline-* are licensed "UNLICENSED").
+PROMPT_BASELINES := en-prompt-nsfw-pipeline-bilstm en-prompt-nsfw-pipeline-char-embed alt-profanity-check
+bench-prompts: install-dev
+	$(PIP) install $(PROMPT_BASELINES)
+	$(PY) bench/bench_prompts.py --data $(DATA)
+
+## Retrain the prompt classifier head (fixed seed; writes src/t2iguard/prompt/models/prompt_classifier).
+train-prompt-classifier: install-dev
+	nice -n 10 $(PY) training/prompt_classifier/train.py --data $(DATA)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -20,6 +20,7 @@ from rich.table import Table
 from t2iguard import __version__
 from t2iguard.cli import redteam as redteam_cli
 from t2iguard.cli import serve as serve_cli
+from t2iguard.cli.bench import bench_app
 from t2iguard.cli.edit import check_edit
 from t2iguard.cli.provenance import app as provenance_app
 from t2iguard.core.decision import Decision
@@ -39,7 +40,6 @@ app = typer.Typer(
 )
 policy_app = typer.Typer(help="Show and validate policy files.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
-bench_app = typer.Typer(help="Benchmarks (results as JSON, markdown and HTML).", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 serve_cli.register(app)  # t2iguard serve / keys / db / escalations (the gateway)
 app.add_typer(provenance_app, name="provenance")

@@ -26,6 +26,8 @@ BUILTIN_STAGES: Mapping[str, str] = MappingProxyType(
         "normalize": "t2iguard.prompt.normalize:NormalizeStage",
         "blocklist": "t2iguard.prompt.blocklist:BlocklistStage",
         "public_figure": "t2iguard.prompt.public_figure:PublicFigureStage",
+        "classifier": "t2iguard.prompt.classifier:PromptClassifierStage",
+        "llm_judge": "t2iguard.prompt.llm_judge:LLMJudgeStage",
         # prompt transforms
         "anonymize": "t2iguard.prompt.anonymize:AnonymizeStage",
         "rewrite": "t2iguard.prompt.rewrite:RewriteStage",

