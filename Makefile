@@ -35,8 +35,8 @@ test: install-dev lint typecheck
 	$(VENV)/bin/pytest
 
 lint: install-dev
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench training
+	$(VENV)/bin/ruff format --check src tests bench training
 
 typecheck: install-dev
 	$(VENV)/bin/mypy

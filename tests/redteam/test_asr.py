@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from t2iguard import SafetyStack
+from t2iguard.core.policy import default_policy, policy_from_dict
 from t2iguard.core.types import Action, Category
 from t2iguard.redteam.asr import AttackStats, RedteamResult, Seed, asr, run_redteam
 from t2iguard.redteam.catalog import build_attacks
@@ -14,7 +15,12 @@ from t2iguard.redteam.search import SearchAttack
 
 @pytest.fixture(scope="module")
 def stack() -> SafetyStack:
-    return SafetyStack()
+    """The keyword tiers alone (normalize + blocklist): the default policy minus the learned classifier."""
+    pol = default_policy().model_dump(mode="json")
+    for st in pol["stages"]:
+        if st["stage"] == "classifier":
+            st["enabled"] = False
+    return SafetyStack(policy_from_dict(pol))
 
 
 SEEDS = [
