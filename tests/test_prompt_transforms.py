@@ -58,6 +58,8 @@ def test_diversify_adds_descriptors_reproducibly(stack: SafetyStack) -> None:
         "a young nurse",
         "a teacher and her students",
         "a 40-year-old engineer",
+        "a Black astronaut at work",  # colour words before a role name an ethnicity
+        "a white nurse smiling",
         "Image of John Doe the nurse",  # names a person: anonymized, never augmented
         "Barack Obama meeting a teacher",
         "an oil painting of a cat",
@@ -68,6 +70,11 @@ def test_diversify_adds_descriptors_reproducibly(stack: SafetyStack) -> None:
 def test_diversify_never_touches_specified_or_named(stack: SafetyStack, prompt: str) -> None:
     d = stack.check_prompt(prompt)
     assert not [c for c in d.changes if c.stage == "diversify"], d.changes
+
+
+def test_colour_words_elsewhere_do_not_stop_augmentation(stack: SafetyStack) -> None:
+    d = stack.check_prompt("a chef with a black apron")
+    assert [c for c in d.changes if c.stage == "diversify"], d.reason
 
 
 def test_negative_roles_never_get_ethnicity_or_age(stack: SafetyStack) -> None:

@@ -77,9 +77,10 @@ def _lexicon() -> tuple[dict[str, tuple[str, bool]], re.Pattern[str], re.Pattern
     alts = "|".join(re.escape(w) for w in sorted(table, key=len, reverse=True))
     role_rx = re.compile(rf"(?<![\w-])({alts})(?![\w-])")
     demo = [*data["gender_words"], *data["age_words"], *data["ethnicity_words"]]
+    # colour words name an ethnicity right before a role ("a Black nurse"), not elsewhere ("a black cat")
     demo_alts = "|".join(re.escape(str(w).lower()) for w in sorted(demo, key=len, reverse=True))
     demo_rx = re.compile(
-        rf"(?<![\w-])(?:{demo_alts})(?![\w-])|\b\d{{1,3}}[\s-]*(?:years?|yrs?)[\s-]*old\b|\bin (?:his|her|their) (?:\d0s|twenties|thirties|forties|fifties|sixties|seventies|eighties)\b"
+        rf"(?<![\w-])(?:{demo_alts})(?![\w-])|(?<![\w-])(?:black|white|brown)\s+(?:{alts})(?![\w-])|\b\d{{1,3}}[\s-]*(?:years?|yrs?)[\s-]*old\b|\bin (?:his|her|their) (?:\d0s|twenties|thirties|forties|fifties|sixties|seventies|eighties)\b"
     )
     return table, demo_rx, role_rx, frozenset(str(w).lower() for w in data["negative_traits"])
 
