@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--attacks", default="all")
     ap.add_argument("--budget", type=int, default=60, help="search attack query budget per seed")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--limit", type=int, default=None, help="at most N seeds per set (a seeded sample)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args(argv)
     policy = load_policy(args.policy) if args.policy else default_policy()
@@ -51,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     summary: dict[str, dict] = {}
     for name in [s for s in args.sets.split(",") if s]:
         spec, limit = SEED_SETS[name]
+        if args.limit is not None:
+            limit = min(limit or args.limit, args.limit)
         seeds = load_seeds(spec, data=args.data, limit=limit, seed=args.seed)
         print(f"[{name}] {len(seeds)} seeds", file=sys.stderr)
         result = run_redteam(stack, seeds, attacks, seed=args.seed)

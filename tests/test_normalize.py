@@ -112,3 +112,17 @@ def test_genuine_non_latin_words_stay_readable(norm: Normalizer) -> None:
     # ...but matching still sees the Latin look-alike skeleton, and mixed-script words fold
     assert norm.normalize("ѕех").text == "sex"  # all Cyrillic, folds to an English word
     assert norm.normalize("nαkεd").text == "naked"  # Latin mixed with Greek
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        ("a woman performs a l:e:w:d act", "a woman performs a lewd act"),  # article swallowed by the join
+        ("a photo of a k i l l e r", "a photo of a killer"),
+        ("her e/y/e/s c:o:l:d", "her eyes cold"),  # the cut where the prompt had a space wins the tie
+        ("a crimi•nal h.ides", "a criminal hides"),
+    ],
+)
+def test_letters_joined_across_words_are_split_into_words(norm: Normalizer, text: str, canonical: str) -> None:
+    """Classifiers read the canonical text: a join that spans several words is cut back into them."""
+    assert norm.normalize(text).text == canonical

@@ -399,12 +399,15 @@ class Normalizer:
         text = "".join(text_parts)
         wsrc: list[int] = []
         bounds = {0}
+        spaced: set[int] = set()  # piece boundaries where the prompt had whitespace
         masked: list[tuple[int, int]] = []
         pos = 0
         for i, (s, e) in enumerate(group):
             wsrc.extend(src[s:e])
             pos += e - s
             bounds.add(pos)
+            if i < len(gaps) and any(c.isspace() for c in gaps[i]):
+                spaced.add(pos)
             if i < len(gaps):
                 n_masks = sum(c in MASKS for c in gaps[i])
                 if n_masks:
@@ -417,7 +420,9 @@ class Normalizer:
             skeleton = "".join(SKELETON_LETTERS.get(c, c) for c in text)
         joined = len(group) > 1
         repeated = _RUN3_RE.search(text) is not None
-        canonical = self._canonical(folded, group, text, has_alpha, leet, joined, repeated)
+        canonical = self._canonical(
+            folded, group, text, has_alpha, leet, joined, repeated, frozenset(bounds), frozenset(spaced)
+        )
         plain_text = "".join(plain[s:e] for s, e in group)
         if plain_text != text and not self._fold_homoglyphs(plain_text, canonical):
             # a genuine Greek/Cyrillic word, not a disguise: keep it readable for classifiers
@@ -458,6 +463,8 @@ class Normalizer:
         leet: bool,
         joined: bool,
         repeated: bool,
+        cuts: frozenset[int] = frozenset(),
+        spaced: frozenset[int] = frozenset(),
     ) -> str:
         as_written = folded[group[0][0] : group[-1][1]]
         if not has_alpha or not (leet or joined or repeated) or self.vocabulary is None:
@@ -466,10 +473,39 @@ class Normalizer:
         for cand in self._candidates(text, leet, repeated):
             if cand in vocab:
                 return cand
+        if joined and not repeated and any(e - s == 1 for s, e in group):
+            # pieces joined across separators that span several words ("a l:e:w:d", "e/y/e/s c:o:l:d"):
+            # read them as the fewest vocabulary words cut at piece boundaries, for the classifiers
+            for cand in self._candidates(text, leet, False):
+                words = self._segment(cand, cuts, spaced)
+                if words:
+                    return " ".join(words)
         if joined and len(group) >= 3 and all(e - s == 1 for s, e in group) and has_alpha:
             # letters spelled out one by one are meant as one word even if it is not in the list
             return next(iter(self._candidates(text, leet, False)))
         return as_written
+
+    def _segment(self, text: str, cuts: frozenset[int], spaced: frozenset[int] = frozenset()) -> list[str] | None:
+        """The fewest words of the vocabulary (two letters or more, or "a"/"i") that ``text`` splits
+        into at the positions ``cuts`` (ties: the split with most cuts where the prompt had
+        whitespace); None when there is no such split."""
+        vocab = self.vocabulary
+        if vocab is None or len(text) > 64:
+            return None
+        points = sorted(c for c in cuts | {0, len(text)} if 0 <= c <= len(text))
+        best: dict[int, tuple[int, int, list[str]]] = {0: (0, 0, [])}  # end -> (words, -spaced cuts, words)
+        for i, start in enumerate(points):
+            if start not in best:
+                continue
+            n, neg_spaced, words = best[start]
+            for end in points[i + 1 :]:
+                piece = text[start:end]
+                if (len(piece) >= 2 and piece in vocab) or piece in ("a", "i"):
+                    cand = (n + 1, neg_spaced - (end in spaced), [*words, piece])
+                    if end not in best or cand[:2] < best[end][:2]:
+                        best[end] = cand
+        out = best.get(len(text))
+        return out[2] if out and len(out[2]) > 1 else None
 
     @staticmethod
     def _candidates(text: str, leet: bool, repeated: bool) -> Iterable[str]:
