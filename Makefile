@@ -48,7 +48,7 @@ bench: install-dev
 
 ## Red-team ASR (dev seeds, I2P, CoProV2) -> bench/results/redteam*.{json,md,html}
 bench-redteam: install-dev
-	$(PY) bench/redteam_asr.py --data $(DATA)
+	$(PY) bench/redteam_asr.py --data $(DATA) --limit 400
 
 ## System benchmark, I2P + COCO through the whole stack -> bench/results/system.{json,md,html}
 GENERATOR ?= tiny
