@@ -45,17 +45,21 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _time(fn: Any, device: str, warmup: int, repeats: int) -> list[float]:
+def _time_pair(a: Any, b: Any, device: str, warmup: int, repeats: int) -> tuple[list[float], list[float]]:
+    """Time ``a`` and ``b`` alternately (so load changes on a shared machine hit both alike)."""
     for _ in range(warmup):
-        fn()
+        a()
+        b()
     _sync(device)
-    out = []
+    ta: list[float] = []
+    tb: list[float] = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        out.append((time.perf_counter() - t0) * 1000.0)
-    return out
+        for fn, acc in ((a, ta), (b, tb)):
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            acc.append((time.perf_counter() - t0) * 1000.0)
+    return ta, tb
 
 
 def main() -> None:
@@ -77,7 +81,7 @@ def main() -> None:
         else (torch.float16 if args.device.startswith("cuda") else torch.float32)
     )
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(**SD15_UNET).to(args.device, dtype).eval()
+    unet = UNet2DConditionModel(**SD15_UNET).eval().to(args.device, dtype)
     side = args.size // 8
     b = args.batch
     latents = torch.randn(2 * b, 4, side, side, device=args.device, dtype=dtype)
@@ -95,8 +99,7 @@ def main() -> None:
         def sld() -> None:
             guided(latents, t, encoder_hidden_states=emb, return_dict=False)
 
-        plain_ms = _time(plain, args.device, args.warmup, args.repeats)
-        sld_ms = _time(sld, args.device, args.warmup, args.repeats)
+        plain_ms, sld_ms = _time_pair(plain, sld, args.device, args.warmup, args.repeats)
     name = (
         torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine()
     )

@@ -62,19 +62,19 @@ def pipe():  # type: ignore[no-untyped-def]
 def _run(pipe, **kw):  # type: ignore[no-untyped-def]
     g = torch.Generator().manual_seed(0)
     return pipe(
-        "a red car", num_inference_steps=4, guidance_scale=6.0, height=32, width=32, generator=g, output_type="np", **kw
+        "a red car", num_inference_steps=3, guidance_scale=6.0, height=32, width=32, generator=g, output_type="np", **kw
     ).images
 
 
 def test_sld_on_a_pipeline_warmup_and_restore(pipe) -> None:  # type: ignore[no-untyped-def]
     plain = _run(pipe)
     forward = pipe.unet.forward
-    with safety_guidance(pipe, sld=SLDGuidance.preset("weak", "violence"), num_inference_steps=4) as stats:
-        weak = _run(pipe)  # warm-up 15/50 of 4 steps = 1 step
-    assert stats["steps"] == 4 and stats["sld_active_steps"] == 3
-    with safety_guidance(pipe, sld=SLDGuidance.preset("max", "violence"), num_inference_steps=4) as stats:
+    with safety_guidance(pipe, sld=SLDGuidance.preset("weak", "violence"), num_inference_steps=3) as stats:
+        weak = _run(pipe)  # warm-up 15/50 of 3 steps = 1 step
+    assert stats["steps"] == 3 and stats["sld_active_steps"] == 2
+    with safety_guidance(pipe, sld=SLDGuidance.preset("max", "violence"), num_inference_steps=3) as stats:
         strong = _run(pipe)
-    assert stats["sld_active_steps"] == 4
+    assert stats["sld_active_steps"] == 3
     assert pipe.unet.forward == forward  # uninstalled
     assert np.array_equal(_run(pipe), plain)  # and the pipeline is as before
     assert np.abs(strong - plain).mean() > np.abs(weak - plain).mean() > 0
@@ -97,7 +97,7 @@ def test_classifier_guidance_lowers_the_harm_score(pipe) -> None:  # type: ignor
     plain = _run(pipe)
     with safety_guidance(pipe, classifier=ClassifierGuidance(redness, scale=2000.0, name="redness")) as stats:
         guided = _run(pipe)
-    assert stats["classifier_steps"] == 4
+    assert stats["classifier_steps"] == 3
 
     def red(x: np.ndarray) -> float:
         return float((x[..., 0] - x[..., 1:].mean(-1)).mean())

@@ -228,7 +228,17 @@ class DiffusersGenerator:
                 ("sdxl", "inpaint"): "StableDiffusionXLInpaintPipeline",
             }[(self._kind, kind)]
             cls = getattr(diffusers, name)
-            variant = cls(**{k: v for k, v in self.pipe.components.items() if k in _init_keys(cls)})
+            keys = _init_keys(cls)
+            comps = {k: v for k, v in self.pipe.components.items() if k in keys}
+            sched = self.pipe.scheduler
+            config = dict(sched.config)
+            # pipelines rewrite "deprecated" scheduler settings in place on construction: give the
+            # variant its own scheduler, with the text-to-image pipeline's settings
+            comps["scheduler"] = type(sched).from_config(config)
+            if "requires_safety_checker" in keys and comps.get("safety_checker") is None:
+                comps["requires_safety_checker"] = False
+            variant = cls(**comps)
+            variant.scheduler = type(sched).from_config(config)
             variant.set_progress_bar_config(disable=True)
             self._variants[kind] = variant
         return self._variants[kind]

@@ -221,9 +221,11 @@ class _GuidedUNet:
     def _classifier_shift(self, x_t: torch.Tensor, t: float, uncond: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         assert self.classifier is not None
         g = float(getattr(self.pipe, "guidance_scale", 1.0)) or 1.0
-        eps = uncond + g * (text - uncond)  # the estimate the pipeline will use
+        out = uncond + g * (text - uncond)  # the model output the pipeline will use
         alphas = self.pipe.scheduler.alphas_cumprod.to(x_t.device)
         a = alphas[round(t)].to(x_t.dtype)
+        v_pred = getattr(self.pipe.scheduler.config, "prediction_type", "epsilon") == "v_prediction"
+        eps = a.sqrt() * out + (1 - a).sqrt() * x_t if v_pred else out
         vae = self.pipe.vae
         sf = float(getattr(vae.config, "scaling_factor", 1.0))
         with torch.enable_grad():
@@ -232,8 +234,11 @@ class _GuidedUNet:
             logit = self.classifier.harm(images.clamp(-1, 1))
             log_safe = torch.nn.functional.logsigmoid(-logit).sum()
             (grad,) = torch.autograd.grad(log_safe, x0)
-        # eps_hat = eps - sqrt(1 - a) * grad log p(safe | x_t); the pipeline applies g to (text - uncond)
+        # eps_hat = eps - sqrt(1 - a) * grad log p(safe | x_t); in v-space the same shift is / sqrt(a);
+        # the pipeline multiplies (text - uncond) by g, hence the / g
         shift = -(1 - a).sqrt() * self.classifier.scale * grad
+        if v_pred:
+            shift = shift / a.sqrt()
         return text + shift / g
 
 

@@ -62,8 +62,10 @@ def load_tiny_pipeline(device: str = "cpu", model_dir: str | Path | None = None)
     root = Path(model_dir) if model_dir else bundled_dir()
     if not (root / "model_index.json").is_file() or not (root / "unet").is_dir():
         raise ConfigurationError(f"no tiny model at {root} (expected a diffusers folder with model_index.json)")
-    unet = UNet2DConditionModel.from_pretrained(root / "unet", local_files_only=True)
-    text_encoder = CLIPTextModel.from_pretrained(root / "text_encoder", local_files_only=True)
+    import torch
+
+    unet = UNet2DConditionModel.from_pretrained(root / "unet", local_files_only=True, torch_dtype=torch.float32)
+    text_encoder = CLIPTextModel.from_pretrained(root / "text_encoder", local_files_only=True, dtype=torch.float32)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(root / "tokenizer", local_files_only=True)
     vae = PatchVAE.from_config(json.loads((root / "vae" / "config.json").read_text()))
     scheduler = DDIMScheduler.from_pretrained(root / "scheduler", local_files_only=True)

@@ -7,9 +7,10 @@
 Both trainers draw fresh scenes from :mod:`t2iguard.generate.tiny.world` every step (scene index =
 step * batch + i of the ``train`` split, so a run is reproducible and resumable), checkpoint every
 ``--every`` steps to ``OUT/<what>.pt`` and resume from it. The UNet and the text encoder are
-trained jointly with the DDPM epsilon objective (Ho et al., NeurIPS 2020) weighted by min-SNR-5
-(Hang et al., ICCV 2023), 10 % empty captions for classifier-free guidance (Ho & Salimans, 2022),
-and an exponential moving average of the weights, which is what is exported.
+trained jointly with the DDPM objective (Ho et al., NeurIPS 2020) in v-prediction (Salimans &
+Ho, ICLR 2022) weighted by min-SNR-5 (Hang et al., ICCV 2023), 10 % empty captions for
+classifier-free guidance (Ho & Salimans, 2022), and an exponential moving average of the weights,
+which is what is exported.
 """
 
 from __future__ import annotations
@@ -103,6 +104,15 @@ def train_unet(args: argparse.Namespace) -> None:
         opt.load_state_dict(state["opt"])
         step = state["step"]
         _log(out, f"resumed at step {step}")
+    elif args.init_from:  # warm start from another run (new modules keep their initialisation)
+        state = torch.load(args.init_from, map_location="cpu", weights_only=False)
+        missing, _ = unet.load_state_dict(state["unet"], strict=False)
+        if "add_embedding.norm2.weight" in missing:  # start the new text path as a no-op
+            torch.nn.init.zeros_(unet.add_embedding.norm2.weight)
+        text_encoder.load_state_dict(state["text"])
+        ema_unet.load_state_dict(unet.state_dict())
+        ema_text.load_state_dict(text_encoder.state_dict())
+        _log(out, f"initialised from {args.init_from} (step {state['step']}); new: {len(missing)} tensors")
     n_params = sum(p.numel() for p in params)
     _log(out, f"unet+text: {n_params / 1e6:.2f}M parameters; training to step {args.steps}")
     alphas = sched.alphas_cumprod
@@ -125,8 +135,9 @@ def train_unet(args: argparse.Namespace) -> None:
         hidden = text_encoder(ids_t).last_hidden_state
         pred = unet(noisy, t, hidden).sample
         snr = alphas[t] / (1 - alphas[t])
-        weight = torch.clamp(snr, max=5.0) / snr
-        loss = (weight * F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))).mean()
+        weight = torch.clamp(snr, max=5.0) / (snr + 1)  # min-SNR-5 for v-prediction
+        target = sched.get_velocity(latents, noise, t)
+        loss = (weight * F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -174,8 +185,8 @@ def export(out: Path, model_dir: Path, quiet: bool = False) -> None:
     tokenizer, text_encoder, unet, vae, _ = build_models()
     unet.load_state_dict(state["ema_unet"])
     text_encoder.load_state_dict(state["ema_text"])
-    pipe = assemble_pipeline(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, vae=vae)
-    pipe.save_pretrained(model_dir, safe_serialization=True)
+    pipe = assemble_pipeline(unet=unet.half(), text_encoder=text_encoder.half(), tokenizer=tokenizer, vae=vae)
+    pipe.save_pretrained(model_dir, safe_serialization=True)  # fp16 on disk (half the size); loaded as fp32
     (model_dir / "training.json").write_text(json.dumps({"step": state["step"]}, indent=2) + "\n")
     if not quiet:
         print(f"exported step {state['step']} to {model_dir}")
@@ -296,6 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--every", type=int, default=250, help="checkpoint every N steps")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--init-from", type=Path, default=None, help="warm start the UNet from another run's unet.pt")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.what == "unet":
