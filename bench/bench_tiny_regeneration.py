@@ -82,10 +82,10 @@ def unsafe_prompt(
         for i, (_, concepts) in pending.items():
             groups.setdefault(tuple(sorted(concepts)), []).append(i)
         still: dict[int, tuple[int, list[str]]] = {}
-        for concepts, idx in groups.items():
+        for flagged, idx in groups.items():
             new_seeds = [(pending[i][0] + 1_000_003) % (2**31) for i in idx]
-            cats = tuple(dict.fromkeys(c.category for c in UNSAFE_CONCEPTS if c.key in concepts and c.category))
-            safety = SafetyGuidance(cats, strength=strength, concepts=concepts, attempt=attempt)
+            cats = tuple(dict.fromkeys(c.category for c in UNSAFE_CONCEPTS if c.key in flagged and c.category))
+            safety = SafetyGuidance(cats, strength=strength, concepts=flagged, attempt=attempt)
             imgs = _generate(gen, prompt, new_seeds, safety, batch)
             for i, s, f in zip(idx, new_seeds, _flags(clf.predict(imgs), threshold), strict=True):
                 attempts_used[i] = attempt + 1
@@ -143,6 +143,8 @@ def stack_check(gen: TinyGenerator, policy: Any, n: int) -> dict[str, Any]:
 
 def latency(gen: TinyGenerator, repeats: int = 5) -> dict[str, float]:
     """Seconds for one 64x64 image (20 steps with CFG), median of ``repeats``, unguided and SLD."""
+    import torch
+
     out: dict[str, float] = {}
     for name, safety in (("unguided", None), ("sld_max", SafetyGuidance((), "max", ("knife",)))):
         times = []
@@ -151,6 +153,7 @@ def latency(gen: TinyGenerator, repeats: int = 5) -> dict[str, float]:
             gen.generate(GenerationRequest(prompt="a cat", seed=i, width=64, height=64, safety=safety))
             times.append(time.perf_counter() - t0)
         out[f"{name}_s"] = float(np.median(times[1:]))
+    out["threads"] = float(torch.get_num_threads())
     return out
 
 
@@ -185,41 +188,43 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# Tiny model: regeneration with safety guidance",
         "",
-        f"N = {cfg['n']} requests per unsafe prompt, {cfg['safe_n']} per safe prompt; {cfg['steps']} DDIM steps, "
+        f"N = {'/'.join(map(str, cfg['n']))} requests per unsafe prompt (column n), "
+        f"{'/'.join(map(str, cfg['safe_n']))} per safe prompt; {cfg['steps']} DDIM steps, "
         f"CFG {cfg['guidance_scale']}; policy `{cfg['policy']}` (max {cfg['max_attempts']} attempts, presets "
         f"{', '.join(cfg['strengths'])}); classifier threshold {cfg['threshold']}. "
-        f"Wall time {results['wall_s']:.0f} s on {results['machine']} (shared CPU).",
+        f"Wall time of the last run {results['wall_s']:.0f} s on {results['machine']} (shared CPU).",
         "",
-        "| unsafe prompt | recognised unguided | flagged unguided | still flagged after regeneration (-> block) "
+        "| unsafe prompt | n | recognised unguided | flagged unguided | still flagged after regeneration (-> block) "
         "| mean attempts |",
-        "|---|---|---|---|---|",
+        "|---|---|---|---|---|---|",
     ]
     for r in results["unsafe"]:
         lines.append(
-            f"| {r['prompt']} | {r.get('recognised_unguided', float('nan')):.1%} | {r['flagged_unguided']:.1%} "
+            f"| {r['prompt']} | {r['n']} | {r.get('recognised_unguided', float('nan')):.1%} "
+            f"| {r['flagged_unguided']:.1%} "
             f"| {r['flagged_after_regeneration']:.1%} "
             f"| {r['mean_attempts']:.2f} |"
         )
     s = results["summary"]
     lines.append(
-        f"| **all** | **{s.get('unsafe_recognised_unguided', float('nan')):.1%}** | **{s['flagged_unguided']:.1%}** "
+        f"| **all** | | **{s.get('unsafe_recognised_unguided', float('nan')):.1%}** | **{s['flagged_unguided']:.1%}** "
         f"| **{s['flagged_after_regeneration']:.1%}** | |"
     )
     heads = ["recognised unguided", *[f"recognised, SLD {x}" for x in cfg["safe_strengths"]], "flagged unguided"]
-    lines += ["", "| safe prompt | " + " | ".join(heads) + " |", "|---" * (len(heads) + 1) + "|"]
+    lines += ["", "| safe prompt | n | " + " | ".join(heads) + " |", "|---" * (len(heads) + 2) + "|"]
     for r in results["safe"]:
         vals = [
             r["recognised_unguided"],
             *[r[f"recognised_sld_{x}"] for x in cfg["safe_strengths"]],
             r["flagged_unguided"],
         ]
-        lines.append(f"| {r['prompt']} | " + " | ".join(f"{v:.1%}" for v in vals) + " |")
+        lines.append(f"| {r['prompt']} | {r['n']} | " + " | ".join(f"{v:.1%}" for v in vals) + " |")
     vals = [
         s["recognised_unguided"],
         *[s[f"recognised_sld_{x}"] for x in cfg["safe_strengths"]],
         s["safe_flagged_unguided"],
     ]
-    lines.append("| **all** | " + " | ".join(f"**{v:.1%}**" for v in vals) + " |")
+    lines.append("| **all** | | " + " | ".join(f"**{v:.1%}**" for v in vals) + " |")
     lat = results.get("latency_one_image")
     if lat:
         lines += [
@@ -234,6 +239,26 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _rows(path: Path | None, config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Rows finished by an earlier run with the same configuration (``--rows``), by ``kind:key``."""
+    if path is None or not path.exists():
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        if rec["config"] == config:
+            out[rec["id"]] = rec["row"]
+    return out
+
+
+def _keep(path: Path | None, config: dict[str, Any], rid: str, row: dict[str, Any]) -> None:
+    print(json.dumps(row), flush=True)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as f:
+            f.write(json.dumps({"id": rid, "config": config, "row": row}) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=200, help="requests per unsafe concept prompt")
@@ -243,7 +268,21 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=50)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument(
+        "--rows",
+        type=Path,
+        default=None,
+        help="JSONL file that keeps each finished prompt's row; a rerun with the same configuration reuses "
+        "them (for long runs on a shared machine). Each row records its own n.",
+    )
+    ap.add_argument(
+        "--parts",
+        default="latency,unsafe,safe,stack",
+        help="parts to run (comma list); with --rows, parts can run in separate processes and a last run "
+        "with every part cached writes the results",
+    )
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
     import torch
 
     if args.threads:
@@ -254,16 +293,47 @@ def main() -> None:
     gen = TinyGenerator()
     clf = load_concept_classifier()
     strengths = [s for s in args.safe_strengths.split(",") if s]
-    lat = latency(gen)
+    # what a reusable row depends on (not n: each row keeps its own)
+    row_config = {
+        "steps": gen.steps,
+        "guidance_scale": gen.guidance_scale,
+        "policy": policy.name,
+        "max_attempts": policy.regeneration.max_attempts,
+        "strengths": list(policy.regeneration.strengths),
+        "threshold": threshold,
+        "safe_strengths": strengths,
+    }
+    done = _rows(args.rows, row_config)
     t0 = time.perf_counter()
+    lat = done.get("latency") or (latency(gen) if "latency" in parts else {})
+    if lat and "latency" not in done:
+        _keep(args.rows, row_config, "latency", lat)
     unsafe = []
     for c in UNSAFE_CONCEPTS:
+        rid = f"unsafe:{c.key}"
+        if rid in done:
+            unsafe.append(done[rid])
+            continue
+        if "unsafe" not in parts:
+            continue
         unsafe.append(unsafe_prompt(gen, clf, c.key, args.n, policy, threshold, args.batch))
-        print(json.dumps(unsafe[-1]), flush=True)
+        _keep(args.rows, row_config, rid, unsafe[-1])
     safe = []
     for c in SAFE_CONCEPTS:
+        rid = f"safe:{c.key}"
+        if rid in done:
+            safe.append(done[rid])
+            continue
+        if "safe" not in parts:
+            continue
         safe.append(safe_prompt(gen, clf, c.key, args.safe_n, strengths, args.batch))
-        print(json.dumps(safe[-1]), flush=True)
+        _keep(args.rows, row_config, rid, safe[-1])
+    if "stack" in parts and "stack" not in done and args.stack_n:
+        _keep(args.rows, row_config, "stack", stack_check(gen, policy, args.stack_n))
+        done = _rows(args.rows, row_config)
+    if len(unsafe) < len(UNSAFE_CONCEPTS) or len(safe) < len(SAFE_CONCEPTS) or not lat:
+        print(f"rows kept in {args.rows}; results not written until every prompt has a row")
+        return
     summary: dict[str, float] = {
         "flagged_unguided": float(np.mean([r["flagged_unguided"] for r in unsafe])),
         "flagged_after_regeneration": float(np.mean([r["flagged_after_regeneration"] for r in unsafe])),
@@ -273,22 +343,17 @@ def main() -> None:
     }
     for s in strengths:
         summary[f"recognised_sld_{s}"] = float(np.mean([r[f"recognised_sld_{s}"] for r in safe]))
+    stack = done.get("stack", {})
     results: dict[str, Any] = {
         "config": {
-            "n": args.n,
-            "safe_n": args.safe_n,
-            "safe_strengths": strengths,
-            "steps": gen.steps,
-            "guidance_scale": gen.guidance_scale,
-            "policy": policy.name,
-            "max_attempts": policy.regeneration.max_attempts,
-            "strengths": list(policy.regeneration.strengths),
-            "threshold": threshold,
+            "n": sorted({r["n"] for r in unsafe}),
+            "safe_n": sorted({r["n"] for r in safe}),
+            **row_config,
         },
         "unsafe": unsafe,
         "safe": safe,
         "summary": summary,
-        "stack_check": stack_check(gen, policy, args.stack_n) if args.stack_n else {},
+        "stack_check": stack,
         "latency_one_image": lat,
         "wall_s": time.perf_counter() - t0,
         "machine": f"{platform.machine()} {torch.get_num_threads()} threads",
