@@ -30,7 +30,7 @@ install-dev: $(VENV)/.installed-dev
 ## whole stack around the bundled tiny model: generation, output check, regeneration with guidance.
 demo: install
 	$(VENV)/bin/t2iguard demo
-	$(VENV)/bin/t2iguard generate "a knife and an apple on a blue background" --seed 0 -o out/demo-tiny.png
+	$(VENV)/bin/t2iguard generate "a knife and an apple on a blue background" --backend tiny --seed 0 -o out/demo-tiny.png
 
 ## Tests: lint, type-check, then the test suite.
 test: install-dev lint typecheck

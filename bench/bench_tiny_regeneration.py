@@ -281,6 +281,7 @@ def main() -> None:
         help="parts to run (comma list); with --rows, parts can run in separate processes and a last run "
         "with every part cached writes the results",
     )
+    ap.add_argument("--reverse", action="store_true", help="go through the safe prompts last to first")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
     import torch
@@ -319,8 +320,9 @@ def main() -> None:
         unsafe.append(unsafe_prompt(gen, clf, c.key, args.n, policy, threshold, args.batch))
         _keep(args.rows, row_config, rid, unsafe[-1])
     safe = []
-    for c in SAFE_CONCEPTS:
+    for c in reversed(SAFE_CONCEPTS) if args.reverse else SAFE_CONCEPTS:
         rid = f"safe:{c.key}"
+        done = _rows(args.rows, row_config)  # another process may have finished it meanwhile
         if rid in done:
             safe.append(done[rid])
             continue
@@ -328,6 +330,7 @@ def main() -> None:
             continue
         safe.append(safe_prompt(gen, clf, c.key, args.safe_n, strengths, args.batch))
         _keep(args.rows, row_config, rid, safe[-1])
+    safe.sort(key=lambda r: [concept_prompt(c.key) for c in SAFE_CONCEPTS].index(r["prompt"]))
     if "stack" in parts and "stack" not in done and args.stack_n:
         _keep(args.rows, row_config, "stack", stack_check(gen, policy, args.stack_n))
         done = _rows(args.rows, row_config)
