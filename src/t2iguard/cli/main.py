@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Sequence
+from importlib import import_module
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -44,6 +45,7 @@ app.add_typer(bench_app, name="bench")
 serve_cli.register(app)  # t2iguard serve / keys / db / escalations (the gateway)
 app.add_typer(provenance_app, name="provenance")
 app.command("check-edit")(check_edit)
+app.command("generate")(import_module("t2iguard.cli.generate").generate)
 
 PolicyOpt = Annotated[
     Path | None, typer.Option("--policy", "-p", help="policy YAML file (default: the built-in policy)")

@@ -44,6 +44,7 @@ BUILTIN_STAGES: Mapping[str, str] = MappingProxyType(
         # provenance
         "watermark": "t2iguard.image.provenance.watermark:WatermarkStage",
         "c2pa": "t2iguard.image.provenance.manifest:C2PAStage",
+        "tiny_concepts": "t2iguard.image.tiny_concepts:TinyConceptStage",
     }
 )
 
