@@ -10,6 +10,7 @@ on it unchanged.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +30,19 @@ def assemble_pipeline(*, unet: Any, text_encoder: Any, tokenizer: Any, vae: Any,
 
     from t2iguard.generate.tiny.components import scheduler_config
 
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler or DDIMScheduler(**scheduler_config()),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    with warnings.catch_warnings():
+        # it warns that clip_sample "should be False" and resets it; it is set again below
+        warnings.filterwarnings("ignore", message=r"(?s).*clip_sample")
+        pipe = StableDiffusionPipeline(
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=unet,
+            scheduler=scheduler or DDIMScheduler(**scheduler_config()),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
     # the "latents" are pixels: clip DDIM's x0 estimates to the pixel range (as pixel-space DDPM
     # does); StableDiffusionPipeline resets clip_sample on construction, so it is set afterwards
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, clip_sample=True, clip_sample_range=1.0)
@@ -54,12 +58,32 @@ def load_tiny_pipeline(device: str = "cpu", model_dir: str | Path | None = None)
     ``num_inference_steps`` (default :data:`DEFAULT_STEPS`) and ``guidance_scale`` as with SD.
     """
     require()
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    # loading chatter (no `accelerate`, image processors without torchvision) is not the user's concern
+    levels = diffusers_logging.get_verbosity(), transformers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+    bars = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        pipe = _load(Path(model_dir) if model_dir else bundled_dir())
+    finally:
+        diffusers_logging.set_verbosity(levels[0])
+        transformers_logging.set_verbosity(levels[1])
+        if bars:
+            transformers_logging.enable_progress_bar()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def _load(root: Path) -> Any:
     from diffusers import DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, PreTrainedTokenizerFast
 
     from t2iguard.generate.tiny.components import PatchVAE
 
-    root = Path(model_dir) if model_dir else bundled_dir()
     if not (root / "model_index.json").is_file() or not (root / "unet").is_dir():
         raise ConfigurationError(f"no tiny model at {root} (expected a diffusers folder with model_index.json)")
     import torch
@@ -69,6 +93,4 @@ def load_tiny_pipeline(device: str = "cpu", model_dir: str | Path | None = None)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(root / "tokenizer", local_files_only=True)
     vae = PatchVAE.from_config(json.loads((root / "vae" / "config.json").read_text()))
     scheduler = DDIMScheduler.from_pretrained(root / "scheduler", local_files_only=True)
-    pipe = assemble_pipeline(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, vae=vae, scheduler=scheduler)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    return assemble_pipeline(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, vae=vae, scheduler=scheduler)
