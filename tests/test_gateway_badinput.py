@@ -189,6 +189,10 @@ def test_bad_prompts(gw: LiveGateway) -> None:
     r = httpx.post(gw.v1 + "/images/generations", content=raw, headers={**h(gw), "Content-Type": "application/json"})
     assert_error(r, 400)
     assert_error(httpx.post(gw.v1 + "/moderations", json={"input": []}, headers=h(gw)), 400)
+    # JSON types are strict where the schema says boolean: 0 is not false (found by schemathesis)
+    for stream in (0, "false", True):
+        body = {"prompt": "a cat", "stream": stream}
+        assert_error(httpx.post(gw.v1 + "/images/generations", json=body, headers=h(gw)), 400)
 
 
 @pytest.mark.parametrize("s", INJECTIONS, ids=range(len(INJECTIONS)))

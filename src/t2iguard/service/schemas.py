@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 SIZE_PATTERN = r"^(auto|[0-9]{2,5}x[0-9]{2,5})$"
+
+
+def _strict_bool(v: Any) -> Any:
+    """JSON booleans only: ``0`` is not ``false`` (pydantic's lax mode would accept it)."""
+    if not isinstance(v, bool):
+        raise ValueError("must be a JSON boolean")
+    return v
 
 
 class _Forbid(BaseModel):
@@ -30,7 +37,7 @@ class ImageGenerationRequest(_Forbid):
     output_format: Literal["png"] | None = None
     output_compression: int | None = Field(default=None, ge=0, le=100)
     safety_identifier: str | None = Field(default=None, max_length=256)
-    stream: Literal[False] | None = None
+    stream: Annotated[Literal[False], BeforeValidator(_strict_bool)] | None = None
 
 
 EDIT_FIELDS = frozenset(
