@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from t2iguard import __version__
+from t2iguard.cli import erase as _erase_cli
 from t2iguard.core.decision import Decision
 from t2iguard.core.errors import ConfigurationError, InputError, PolicyError
 from t2iguard.core.inputs import PromptRecord, read_prompts
@@ -277,6 +278,9 @@ def demo(
 def version() -> None:
     """Print the t2iguard version."""
     sys.stdout.write(f"t2iguard {__version__}\n")
+
+
+_erase_cli.register(app)  # concept erasure: erase, eval-erasure
 
 
 def main(argv: Sequence[str] | None = None) -> None:
