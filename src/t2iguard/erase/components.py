@@ -120,7 +120,7 @@ class DiffusionComponents:
         if self.vae is None:
             return images
         dist = self.vae.encode(images.to(device=self.vae.device, dtype=self.vae.dtype)).latent_dist
-        latents: torch.Tensor = dist.sample(generator) if generator is not None else dist.mean
+        latents: torch.Tensor = dist.sample(generator) if generator is not None else dist.mode()
         return latents * float(self.vae.config.scaling_factor)
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
@@ -195,7 +195,12 @@ def load_diffusers_folder(path: str | Path) -> DiffusionComponents:
         if not spec or spec[0] is None or not (root / name).is_dir():
             continue
         library, cls_name = spec
-        lib = {"diffusers": diffusers, "transformers": transformers}.get(library)
+        lib: Any = {"diffusers": diffusers, "transformers": transformers}.get(library)
+        if lib is None and str(library).startswith("t2iguard."):
+            # t2iguard's own components (the tiny model's PatchVAE); never arbitrary modules
+            import importlib
+
+            lib = importlib.import_module(library)
         cls = getattr(lib, cls_name, None) if lib is not None else None
         if cls is None:
             raise ConfigurationError(f"{root}: component {name} has an unsupported class {library}.{cls_name}")
@@ -203,6 +208,10 @@ def load_diffusers_folder(path: str | Path) -> DiffusionComponents:
         try:
             parts[name] = cls.from_pretrained(root / name, **kwargs)
         except (OSError, ValueError) as exc:
+            if str(library).startswith("t2iguard.") and hasattr(cls, "from_config"):
+                # a weightless component (config only)
+                parts[name] = cls.from_config(cls.load_config(root / name))
+                continue
             raise ConfigurationError(f"{root}: cannot load {name}: {exc}") from exc
     return from_pipeline(_Namespace(parts), source=str(root))
 

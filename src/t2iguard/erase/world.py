@@ -97,8 +97,9 @@ def prompt_sets(key: str) -> dict[str, list[str]]:
     return {"direct": [concept_prompt(key)], "paraphrase": paraphrase, "composition": composition}
 
 
-def load_classifier() -> Any:
-    return tiny().concepts.load_concept_classifier()
+def load_classifier(path: str | None = None) -> Any:
+    """The world's concept classifier (bundled, or the safetensors file at ``path``)."""
+    return tiny().concepts.load_concept_classifier(path)
 
 
 def classify(classifier: Any, images: torch.Tensor) -> Any:
@@ -123,6 +124,7 @@ def recognition_rate(
     steps: int,
     guidance_scale: float,
     batch_size: int = 64,
+    seed_base: int = SEED_BASE,
 ) -> float:
     """Share of ``n`` generations (prompts cycled, seeds SEED_BASE + i) in which the classifier
     sees concept ``key``."""
@@ -130,7 +132,7 @@ def recognition_rate(
 
     chosen = [prompts[i % len(prompts)] for i in range(n)]
     images = generate(
-        components, chosen, [SEED_BASE + i for i in range(n)], steps=steps, guidance_scale=guidance_scale,
+        components, chosen, [seed_base + i for i in range(n)], steps=steps, guidance_scale=guidance_scale,
         batch_size=batch_size,
     )  # fmt: skip
     probs = classify(classifier, images)
@@ -148,9 +150,12 @@ def measure(
     steps: int = 20,
     guidance_scale: float = 5.0,
     progress: bool = False,
+    cache: dict[tuple[Any, ...], float] | None = None,
+    seed_base: int = SEED_BASE,
 ) -> dict[str, float]:
     """Recognition rates of one model: ``<key>/direct|paraphrase|composition`` for each erased
-    concept, ``other/<key>`` for every other concept."""
+    concept, ``other/<key>`` for every other concept. ``cache`` (one dict per model) reuses rates
+    already measured with the same prompts, concept, count and sampler settings."""
     from tqdm.auto import tqdm
 
     clf = classifier if classifier is not None else load_classifier()
@@ -190,11 +195,12 @@ def evaluate_erasure(
     steps: int = 20,
     guidance_scale: float = 5.0,
     progress: bool = False,
+    classifier: Any = None,
 ) -> dict[str, Any]:
     """The report ``t2iguard eval-erasure`` prints: per prompt set the erased model's rate and
     (with ``base`` or ``base_rates``) the base model's, the summary means, and the preservation
     ratio (other-concept recognition of the erased model / of the base model)."""
-    clf = load_classifier()
+    clf = classifier if classifier is not None else load_classifier()
     kw: dict[str, Any] = {"n": n, "n_other": n_other, "steps": steps, "guidance_scale": guidance_scale}
     rates = measure(components, erased, classifier=clf, progress=progress, **kw)
     if base_rates is None and base is not None:
