@@ -39,7 +39,7 @@ PAPER = {
     "esd-x": "1000 steps, batch 1 (paper); authors' diffusers rewrite: 5-8x faster, ~half the memory of the original",
     "esd-u": "1000 steps, batch 1 (paper); same loop as ESD-x, more trainable weights",
     "sdd": "1500 steps, batch 1, EMA teacher (reference train_sdd.py)",
-    "uce": "closed form, no training: seconds for hundreds of concepts",
+    "uce": "closed form, no training (paper)",
 }
 
 
