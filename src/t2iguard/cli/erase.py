@@ -140,8 +140,9 @@ def eval_erasure_cmd(
     concept: Annotated[
         list[str] | None, typer.Option("--concept", "-c", help="erased concept (tiny-world key; default: the record's)")
     ] = None,
-    n: Annotated[int, typer.Option("--n", help="images per prompt set")] = 32,
-    steps: Annotated[int, typer.Option(help="DDIM sampling steps")] = 25,
+    n: Annotated[int, typer.Option("--n", help="images per erased-concept prompt set")] = 24,
+    n_other: Annotated[int, typer.Option("--n-other", help="images per other concept")] = 8,
+    steps: Annotated[int, typer.Option(help="DDIM sampling steps")] = 20,
     guidance: Annotated[float, typer.Option(help="classifier-free guidance scale")] = 5.0,
     baseline: Annotated[bool, typer.Option(help="also evaluate the base model, for preservation ratios")] = True,
     write: Annotated[bool, typer.Option("--write", help="store the metrics in the erasure record")] = False,
@@ -162,7 +163,9 @@ def eval_erasure_cmd(
         base = None
         if baseline and record is not None and record.get("base_model"):
             base = load_components(record["base_model"])
-        report = evaluate_erasure(comps, keys, base=base, n=n, steps=steps, guidance_scale=guidance)
+        report = evaluate_erasure(
+            comps, keys, base=base, n=n, n_other=n_other, steps=steps, guidance_scale=guidance, progress=not as_json
+        )
     except (ConfigurationError, MissingDependencyError) as exc:
         raise _fail(str(exc)) from None
     if write and record is not None:
