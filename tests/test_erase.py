@@ -20,7 +20,7 @@ from t2iguard.erase.record import WEIGHTS_FILE, apply_weights, read_record
 from t2iguard.erase.safegen import TensorTriplets, mosaic
 from t2iguard.erase.sampling import generate
 from t2iguard.erase.trainer import CHECKPOINT_DIR, parameter_filter, train
-from t2iguard.erase.uce import closed_form, objective, token_vectors, uce_edit
+from t2iguard.erase.uce import closed_form, objective, text_projections, token_vectors, uce_edit, with_ones
 
 GROUP = {"esd-x": "xattn", "esd-u": "noxattn", "sdd": "xattn", "safegen": "selfattn"}
 LR = {"esd-x": 1e-3, "esd-u": 1e-4, "sdd": 1e-3, "safegen": 1e-3}
@@ -80,6 +80,21 @@ def test_parameter_groups_partition_the_unet() -> None:
     rest = set(names) - x - u
     assert rest and all(n.startswith(("time_embedding.", "conv_out.", "conv_norm_out.")) for n in rest)
     assert {n for n in names if parameter_filter("full")(n)} == set(names)
+
+
+TEXT_ADD = {"addition_embed_type": "text", "addition_embed_type_num_heads": 4}
+
+
+def test_a_text_add_embedding_counts_as_reading_the_prompt() -> None:
+    # a UNet that also pools the prompt into its time embedding (the bundled tiny model does)
+    comps = random_components(unet_config=TEXT_ADD)
+    m = make_method(comps, config("esd-x"))
+    names = {n for n, _ in m.params}
+    assert any(n.startswith("add_embedding.") for n in names) and all(
+        ".attn2." in n or n.startswith("add_embedding.") for n in names
+    )
+    u = make_method(random_components(unet_config=TEXT_ADD), config("esd-u"))
+    assert not any(n.startswith("add_embedding.") or ".attn2." in n for n, _ in u.params)
 
 
 @pytest.mark.parametrize("method", ["esd-x", "esd-u", "sdd", "safegen"])
@@ -211,6 +226,29 @@ def test_uce_edit_maps_the_concept_to_the_guide_and_keeps_the_preserved() -> Non
         assert (keep_v @ w_new.T - keep_v @ w_old.T).norm() < 0.1 * (keep_v @ w_old.T).norm()
     only_v = uce_edit(random_components(), cfg.model_copy(update={"uce_edit_keys": False, "uce_tokens": "last"}))
     assert all(".to_v." in n for n in only_v.weights) and only_v.n_erase_vectors == 1
+
+
+def test_uce_also_edits_the_text_add_embedding_pooling_with_its_bias() -> None:
+    comps = random_components(unet_config=TEXT_ADD)
+    before = snapshot(comps.unet)
+    cfg = ErasureConfig(method="uce", concepts=["a knife"], preserve=["a cat"], uce_lambda=0.1)
+    pooled = [p for p in text_projections(comps.unet) if p.pre is not None]
+    assert [p.name for p in pooled] == ["add_embedding.pool.v_proj", "add_embedding.pool.k_proj"]
+    res = uce_edit(comps, cfg)
+    expected = {n for n in before if ".attn2.to_k." in n or ".attn2.to_v." in n}
+    expected |= {f"add_embedding.pool.{p}.{w}" for p in ("k_proj", "v_proj") for w in ("weight", "bias")}
+    assert set(res.weights) == expected == changed(comps.unet, before)
+    # the pooled projection's new [W b] is the minimiser of UCE's objective on [norm1(c) 1]
+    norm = comps.unet.add_embedding.norm1
+    e, g = token_vectors(comps, ["a knife"], [""], "tail")
+    p, _ = token_vectors(comps, ["a cat"], ["a cat"], "tail")
+    e, g, p = (with_ones(norm(x.float()).double()) for x in (e, g, p))
+    name = "add_embedding.pool.v_proj"
+    w_old = torch.cat([before[f"{name}.weight"], before[f"{name}.bias"][:, None]], 1).double()
+    w_new = torch.cat([res.weights[f"{name}.weight"], res.weights[f"{name}.bias"][:, None]], 1).double()
+    w = w_new.clone().requires_grad_(True)
+    objective(w, w_old, e, g, p, lamb=0.1).backward()
+    assert w.grad is not None and w.grad.abs().max() < 1e-3 * (1 + w_old.abs().max())
 
 
 def test_mosaic_pixelates_only_the_box() -> None:

@@ -34,29 +34,38 @@ CHECKPOINT_DIR = "checkpoint"
 _NOXATTN_EXCLUDED_PREFIXES = ("time_embedding.", "add_embedding.", "conv_norm_out.", "conv_out.")
 
 
-def parameter_filter(selector: str) -> Callable[[str], bool]:
+def parameter_filter(selector: str, text_add_embedding: bool = False) -> Callable[[str], bool]:
     """Name predicate of a parameter group of a diffusers ``UNet2DConditionModel``.
 
-    - ``xattn``: cross-attention only (``attn2``) — ESD-x, SDD, UCE's keys/values.
-    - ``noxattn``: everything except cross-attention, the time/added-condition embeddings and the
-      output head — ESD-u, as in ESD's reference (CompVis) code, which trains all but ``attn2``,
-      ``time_embed`` and ``out.``.
+    - ``xattn``: the layers that read the prompt — cross-attention (``attn2``) and, in a UNet with
+      a text add-embedding (``addition_embed_type="text"``: the prompt pooled into the time
+      embedding; SD 1.x/2.x have none), that add-embedding — ESD-x, SDD.
+    - ``noxattn``: everything else except the time embedding and the output head — ESD-u, as in
+      ESD's reference (CompVis) code, which trains all but ``attn2``, ``time_embed`` and ``out.``.
     - ``selfattn``: self-attention only (``attn1``) — SafeGen.
     - ``full``: every parameter.
     """
+
+    def reads_text(n: str) -> bool:
+        return ".attn2." in f".{n}" or (text_add_embedding and n.startswith("add_embedding."))
+
     if selector == "xattn":
-        return lambda n: ".attn2." in f".{n}"
+        return reads_text
     if selector == "selfattn":
         return lambda n: ".attn1." in f".{n}"
     if selector == "noxattn":
-        return lambda n: ".attn2." not in f".{n}" and not n.startswith(_NOXATTN_EXCLUDED_PREFIXES)
+        return lambda n: not reads_text(n) and not n.startswith(_NOXATTN_EXCLUDED_PREFIXES)
     if selector == "full":
         return lambda n: True
     raise ConfigurationError(f"unknown parameter group {selector!r}")
 
 
+def has_text_add_embedding(unet: Any) -> bool:
+    return unet.config.get("addition_embed_type") == "text"
+
+
 def select_parameters(unet: Any, selector: str) -> list[tuple[str, torch.nn.Parameter]]:
-    keep = parameter_filter(selector)
+    keep = parameter_filter(selector, has_text_add_embedding(unet))
     chosen = [(n, p) for n, p in unet.named_parameters() if keep(n)]
     if not chosen:
         raise ConfigurationError(f"the UNet has no parameters in group {selector!r}")

@@ -2,7 +2,8 @@
 Editing in Diffusion Models*, WACV 2024).
 
 A closed-form edit of the cross-attention key and value projections (``attn2.to_k``,
-``attn2.to_v``), for many concepts at once. For each projection W (old value W₀), with c_i the
+``attn2.to_v``; plus the key/value of a text add-embedding's attention pooling where the UNet has
+one, see :func:`text_projections`), for many concepts at once. For each projection W (old value W₀), with c_i the
 text-embedding vectors of the concepts to erase, c_i* the guide's vectors at the same positions
 (``guide=""`` maps the concept to the unconditional embedding), and c_j those of the concepts to
 preserve, UCE solves
@@ -43,18 +44,32 @@ class UCEResult:
     n_preserve_vectors: int
 
 
-def cross_attention_projections(unet: Any, keys: bool = True) -> list[tuple[str, Any]]:
-    """``(name, Linear)`` of every cross-attention value (and key) projection."""
+@dataclass
+class TextProjection:
+    """A linear map of the UNet that reads the text encoder's states: its name, the ``Linear``,
+    and the module applied to the states before it (``None`` for cross-attention)."""
+
+    name: str
+    linear: Any
+    pre: Any = None
+
+
+def text_projections(unet: Any, keys: bool = True) -> list[TextProjection]:
+    """Every value (and key) projection that reads the prompt: the cross-attention ``to_v``/``to_k``
+    of each ``attn2`` and, in a UNet with a text add-embedding (``addition_embed_type="text"``,
+    whose attention pooling feeds the prompt into the time embedding), that pooling's
+    ``v_proj``/``k_proj`` (after its LayerNorm). UCE edits them all: leaving the second path alone
+    would leave the concept a way around the edit."""
     out = []
     for name, module in unet.named_modules():
-        if ".attn2." not in f".{name}.":
-            continue
         if name.endswith("attn2.to_v") or (keys and name.endswith("attn2.to_k")):
-            if getattr(module, "bias", None) is not None:
-                raise ConfigurationError(f"{name} has a bias; UCE's closed form edits bias-free projections")
-            out.append((name, module))
+            out.append(TextProjection(name, module))
     if not out:
         raise ConfigurationError("the UNet has no cross-attention projections (attn2.to_k / attn2.to_v)")
+    add = getattr(unet, "add_embedding", None)
+    if unet.config.get("addition_embed_type") == "text" and add is not None and hasattr(add, "pool"):
+        for proj in ("v_proj", "k_proj") if keys else ("v_proj",):
+            out.append(TextProjection(f"add_embedding.pool.{proj}", getattr(add.pool, proj), add.norm1))
     return out
 
 
@@ -105,7 +120,9 @@ def closed_form(
     erase_scale: float = 1.0,
     preserve_scale: float = 1.0,
 ) -> torch.Tensor:
-    """UCE's minimiser for one projection ``w_old`` (out × in); vector sets are rows (n × in)."""
+    """UCE's minimiser for one projection ``w_old`` (out × in); vector sets are rows (n × in).
+
+    A projection with a bias b is edited as the map [W b] of the vector [c 1] (bias included)."""
     import torch
 
     w0 = w_old.double()
@@ -121,6 +138,13 @@ def closed_form(
     )
     # rhs is symmetric positive definite: W = lhs rhs^-1  <=>  rhs W^T = lhs^T
     return torch.linalg.solve(rhs, lhs.T).T
+
+
+def with_ones(vectors: torch.Tensor) -> torch.Tensor:
+    """Rows [c 1]: the input of a projection with a bias, as a bias-free map [W b]."""
+    import torch
+
+    return torch.cat([vectors, torch.ones((vectors.shape[0], 1), dtype=vectors.dtype, device=vectors.device)], 1)
 
 
 def objective(
@@ -153,20 +177,30 @@ def uce_edit(components: DiffusionComponents, config: ErasureConfig) -> UCEResul
         erase, guide = token_vectors(components, cfg.concepts, [cfg.guide] * len(cfg.concepts), cfg.uce_tokens)
         preserve, _ = token_vectors(components, cfg.preserve, cfg.preserve, cfg.uce_tokens)
         weights: dict[str, torch.Tensor] = {}
-        for name, module in cross_attention_projections(components.unet, keys=cfg.uce_edit_keys):
-            w_old = module.weight
-            dev = w_old.device
+        for proj in text_projections(components.unet, keys=cfg.uce_edit_keys):
+            lin = proj.linear
+            dev = lin.weight.device
+            sets = [erase.to(dev), guide.to(dev), preserve.to(dev)]
+            if proj.pre is not None:  # e.g. the add-embedding's LayerNorm before its pooling
+                pre = proj.pre
+                sets = [pre(x.to(pre.weight.dtype)).double() if len(x) else x for x in sets]
+            w_old = lin.weight.double()
+            if lin.bias is not None:
+                sets = [with_ones(x) for x in sets]
+                w_old = torch.cat([w_old, lin.bias.double()[:, None]], 1)
             w_new = closed_form(
-                w_old.to(dev),
-                erase.to(dev),
-                guide.to(dev),
-                preserve.to(dev),
+                w_old,
+                *sets,
                 lamb=cfg.uce_lambda,
                 erase_scale=cfg.uce_erase_scale,
                 preserve_scale=cfg.uce_preserve_scale,
             )
-            module.weight.copy_(w_new.to(w_old.dtype))
-            weights[f"{name}.weight"] = module.weight.detach().clone()
+            if lin.bias is not None:
+                lin.bias.copy_(w_new[:, -1].to(lin.bias.dtype))
+                weights[f"{proj.name}.bias"] = lin.bias.detach().clone()
+                w_new = w_new[:, :-1]
+            lin.weight.copy_(w_new.to(lin.weight.dtype))
+            weights[f"{proj.name}.weight"] = lin.weight.detach().clone()
         if torch.cuda.is_available():
             torch.cuda.synchronize()
     return UCEResult(weights, time.perf_counter() - t0, int(erase.shape[0]), int(preserve.shape[0]))
