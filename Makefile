@@ -26,9 +26,11 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-## Main job: the stack on its built-in example prompts and images, printing decisions.
+## Main job: the stack on its built-in example prompts and images, printing decisions, then the
+## whole stack around the bundled tiny model: generation, output check, regeneration with guidance.
 demo: install
 	$(VENV)/bin/t2iguard demo
+	$(VENV)/bin/t2iguard generate "a knife and an apple on a blue background" --seed 0 -o out/demo-tiny.png
 
 ## Tests: lint, type-check, then the test suite.
 test: install-dev lint typecheck

@@ -69,3 +69,31 @@ def openai_stub(tmp_path: Path, rules: list[dict[str, Any]], default: str = '{"v
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextmanager
+def images_stub(tmp_path: Path) -> Iterator[StubServer]:
+    """Run ``images_server.py`` (OpenAI images contract + AUTOMATIC1111 API) on a free loopback
+    port; ``base_url`` is the OpenAI base (``.../v1``), the A1111 API is at the same host."""
+    log = tmp_path / "images-requests.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "images_server.py"), "--log", str(log)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("PORT "):
+            proc.wait(timeout=10)
+            raise RuntimeError(f"images server did not start: {proc.stderr.read() if proc.stderr else ''}")
+        port = int(line.split()[1])
+        yield StubServer(base_url=f"http://127.0.0.1:{port}/v1", log=log, process=proc)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

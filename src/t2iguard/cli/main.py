@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Sequence
+from importlib import import_module
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,6 +37,7 @@ app = typer.Typer(
 )
 policy_app = typer.Typer(help="Show and validate policy files.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
+app.command("generate")(import_module("t2iguard.cli.generate").generate)
 
 PolicyOpt = Annotated[
     Path | None, typer.Option("--policy", "-p", help="policy YAML file (default: the built-in policy)")

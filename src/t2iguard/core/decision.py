@@ -132,6 +132,7 @@ class Attempt(BaseModel):
     attempt: int
     seed: int | None = None
     guidance: dict[str, Any] = Field(default_factory=dict)
+    generation: dict[str, Any] = Field(default_factory=dict, description="the backend's metadata for this try")
     action: Action = Action.ALLOW
     latency_ms: float = 0.0
     trace: list[TraceEntry] = Field(default_factory=list)

@@ -523,6 +523,7 @@ class SafetyStack:
                     attempt=attempt,
                     seed=gen_out.seed if gen_out.seed is not None else seed,
                     guidance=_guidance_dict(guidance),
+                    generation=_jsonable(gen_out.metadata),
                     action=worst,
                     latency_ms=(time.perf_counter() - ta) * 1000.0,
                     trace=[e for r in attempt_results for e in r.trace],
@@ -553,15 +554,20 @@ class SafetyStack:
                 )
                 break
             # regenerate: guidance away from what was flagged, escalating strength, new seed
-            cats = [
-                e.category
-                for r in attempt_results
-                for e in r.trace
-                if e.action == Action.REGENERATE and e.category is not None
+            # (steer away from everything flagged so far: categories, and the concepts that the
+            # checks named in their evidence, e.g. {"concept": "knife"})
+            flagged = [
+                e for r in attempt_results for e in r.trace if e.action == Action.REGENERATE and e.category is not None
+            ]
+            cats = [*(guidance.categories if guidance else ()), *(e.category for e in flagged if e.category)]
+            concepts = [
+                *(guidance.concepts if guidance else ()),
+                *(str(e.evidence["concept"]) for e in flagged if isinstance(e.evidence.get("concept"), str)),
             ]
             guidance = SafetyGuidance(
-                tuple(dict.fromkeys(cats)) or (guidance.categories if guidance else ()),
+                tuple(dict.fromkeys(cats)),
                 strength=self._strength(attempt),
+                concepts=tuple(dict.fromkeys(concepts)),
                 attempt=attempt + 1,
             )
             if regen.new_seed:
@@ -705,7 +711,17 @@ def _scan_one(stage: EditStage, ctx: EditContext) -> list[StageResult]:
     return [stage.scan(ctx)]
 
 
+def _jsonable(meta: dict[str, Any]) -> dict[str, Any]:
+    """Backend metadata as plain JSON values (anything else becomes its ``str``)."""
+    import json
+
+    return dict(json.loads(json.dumps(meta, default=str)))
+
+
 def _guidance_dict(g: SafetyGuidance | None) -> dict[str, Any]:
     if g is None:
         return {}
-    return {"categories": [str(c) for c in g.categories], "strength": g.strength, "attempt": g.attempt}
+    out: dict[str, Any] = {"categories": [str(c) for c in g.categories], "strength": g.strength, "attempt": g.attempt}
+    if g.concepts:
+        out["concepts"] = list(g.concepts)
+    return out

@@ -28,6 +28,7 @@ BUILTIN_STAGES: Mapping[str, str] = MappingProxyType(
         # image checks
         "nsfw": "t2iguard.image.nsfw:OpenNSFWStage",
         "nudity": "t2iguard.image.nudity:NudeNetStage",
+        "tiny_concepts": "t2iguard.image.tiny_concepts:TinyConceptStage",
     }
 )
 

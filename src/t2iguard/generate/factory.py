@@ -19,6 +19,9 @@ from t2iguard.generate.base import Generator
 BACKENDS: Mapping[str, str] = MappingProxyType(
     {
         "procedural": "t2iguard.generate.procedural:ProceduralGenerator",
+        "tiny": "t2iguard.generate.tiny.generator:TinyGenerator",
+        "diffusers": "t2iguard.generate.diffusers_backend:DiffusersGenerator",
+        "http": "t2iguard.generate.http_backend:HTTPGenerator",
     }
 )
 

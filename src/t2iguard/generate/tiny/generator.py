@@ -1,0 +1,67 @@
+"""``tiny`` — the bundled tiny text-to-image model behind the :class:`Generator` interface.
+
+The default backend: it runs on a fresh CPU machine in about a second per image. Safety guidance
+(``request.safety``) runs SLD with the safety concept written in the world's own caption grammar
+(``"a knife, a pistol and a bomb"``): the flagged concepts when the output check named them, else
+the stand-in concepts of the flagged categories.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PIL import Image
+
+from t2iguard.generate.base import GenerationRequest, SafetyGuidance
+from t2iguard.generate.diffusers_backend import DiffusersGenerator
+from t2iguard.generate.tiny.components import MODEL_SIZE
+from t2iguard.generate.tiny.concepts import CONCEPTS, UNSAFE_CONCEPTS
+from t2iguard.generate.tiny.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, SIZE, load_tiny_pipeline
+from t2iguard.generate.tiny.world import caption_for
+
+
+class TinyGenerator(DiffusersGenerator):
+    """The tiny model: samples 32x32 and returns them upsampled to the requested size (64x64 by
+    default). Edits keep the input's pixels outside the mask exactly."""
+
+    name = "tiny"
+    default_size = SIZE
+
+    def __init__(
+        self,
+        model_dir: str = "",
+        *,
+        device: str = "cpu",
+        steps: int = DEFAULT_STEPS,
+        guidance_scale: float = DEFAULT_GUIDANCE,
+        pipeline: Any = None,
+        classifier_guidance: Any = None,
+    ) -> None:
+        pipe = pipeline if pipeline is not None else load_tiny_pipeline(device=device, model_dir=model_dir or None)
+        super().__init__(
+            pipeline=pipe,
+            device=device,
+            steps=steps,
+            guidance_scale=guidance_scale,
+            classifier_guidance=classifier_guidance,
+        )
+
+    def safety_concept(self, safety: SafetyGuidance) -> str:
+        by_key = {c.key: c for c in CONCEPTS}
+        names = [by_key[k].name for k in safety.concepts if k in by_key]
+        if not names:
+            chosen = [c for c in UNSAFE_CONCEPTS if c.category in safety.categories] or list(UNSAFE_CONCEPTS)
+            names = [c.name for c in chosen]
+        return caption_for(names, None)
+
+    def _size(self, request: GenerationRequest) -> tuple[int, int]:
+        return MODEL_SIZE, MODEL_SIZE
+
+    def _postprocess(self, images: list[Image.Image], request: GenerationRequest) -> list[Image.Image]:
+        size = (request.width, request.height)
+        out = [im.convert("RGB").resize(size, Image.Resampling.BICUBIC) for im in images]
+        if request.image is not None and request.mask is not None:
+            base = request.image.image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
+            mask = request.mask.image.convert("L").resize(size, Image.Resampling.NEAREST)
+            out = [Image.composite(im, base, mask) for im in out]
+        return out

@@ -1,0 +1,153 @@
+"""The bundled tiny text-to-image model: a diffusers pipeline, the ``tiny`` backend, edits, safety
+guidance, the ``tiny_concepts`` stage and the whole stack (real weights, CPU)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from t2iguard.cli.main import app
+from t2iguard.core.inputs import load_image
+from t2iguard.core.pipeline import SafetyStack
+from t2iguard.core.types import Action, Category
+from t2iguard.generate.base import GenerationRequest, SafetyGuidance
+from t2iguard.generate.factory import make_generator
+from t2iguard.generate.guidance import ClassifierGuidance
+from t2iguard.generate.tiny.concepts import CONCEPT_KEYS, UNSAFE_CONCEPTS, load_concept_classifier
+from t2iguard.generate.tiny.generator import TinyGenerator
+from t2iguard.generate.tiny.pipeline import load_tiny_pipeline
+from t2iguard.generate.tiny.world import compose
+
+
+@pytest.fixture(scope="module")
+def gen() -> TinyGenerator:
+    g = make_generator("tiny")
+    assert isinstance(g, TinyGenerator)
+    return g
+
+
+@pytest.fixture(scope="module")
+def clf():  # type: ignore[no-untyped-def]
+    return load_concept_classifier()
+
+
+def test_pipeline_is_a_stable_diffusion_pipeline() -> None:
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    pipe = load_tiny_pipeline()
+    assert isinstance(pipe, StableDiffusionPipeline)
+    assert isinstance(pipe.unet, UNet2DConditionModel) and isinstance(pipe.text_encoder, CLIPTextModel)
+    assert pipe.unet.config.cross_attention_dim == pipe.text_encoder.config.hidden_size
+    img = pipe("a star", num_inference_steps=8, generator=torch.Generator().manual_seed(0)).images[0]
+    assert img.size == (32, 32)
+
+
+def test_generates_what_is_asked(gen: TinyGenerator, clf) -> None:  # type: ignore[no-untyped-def]
+    out = gen.generate(GenerationRequest(prompt="a skull", n=4, seed=100, width=64, height=64))
+    assert [im.size for im in out.images] == [(64, 64)] * 4
+    again = gen.generate(GenerationRequest(prompt="a skull", n=4, seed=100, width=64, height=64))
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(out.images, again.images, strict=True))
+    probs = clf.predict(out.images)
+    assert (probs[:, CONCEPT_KEYS.index("skull")] >= 0.5).sum() >= 3
+    cat = clf.predict(gen.generate(GenerationRequest(prompt="a cat", n=4, seed=7, width=64, height=64)).images)
+    assert (cat[:, CONCEPT_KEYS.index("cat")] >= 0.5).sum() >= 3
+
+
+def test_sld_steers_away_from_the_concept(gen: TinyGenerator, clf) -> None:  # type: ignore[no-untyped-def]
+    req = GenerationRequest(prompt="a knife", n=8, seed=300, width=64, height=64)
+    knife = CONCEPT_KEYS.index("knife")
+    plain = clf.predict(gen.generate(req).images)[:, knife]
+    safety = SafetyGuidance((Category.VIOLENCE,), strength="max", concepts=("knife",))
+    guided_out = gen.generate(req.with_changes(safety=safety))
+    guided = clf.predict(guided_out.images)[:, knife]
+    assert guided_out.metadata["safety_guidance"]["concept"] == "a knife"
+    assert (guided >= 0.5).sum() < (plain >= 0.5).sum()
+
+
+def test_classifier_guidance_with_the_concept_classifier(clf) -> None:  # type: ignore[no-untyped-def]
+    unsafe = [CONCEPT_KEYS.index(c.key) for c in UNSAFE_CONCEPTS]
+
+    def harm(images: torch.Tensor) -> torch.Tensor:
+        return torch.logsumexp(clf.logits(images)[:, unsafe], dim=1)
+
+    g = TinyGenerator(classifier_guidance=ClassifierGuidance(harm, scale=2.0, name="tiny-concepts"))
+    out = g.generate(
+        GenerationRequest(prompt="a bomb", n=2, seed=5, safety=SafetyGuidance((Category.VIOLENCE,), "strong"))
+    )
+    assert out.metadata["classifier_guidance"]["scale"] == 2.0
+    assert out.metadata["safety_guidance"]["classifier_steps"] == g.steps
+
+
+def test_inpainting_keeps_the_unmasked_pixels(gen: TinyGenerator) -> None:
+    import random
+
+    base = compose(["house"], random.Random(0), "green").image
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (0, 0, 32, 64))
+    req = GenerationRequest(
+        prompt="a star",
+        seed=1,
+        width=64,
+        height=64,
+        image=load_image(base, source="base"),
+        mask=load_image(mask, source="mask"),
+        strength=0.9,
+    )
+    out = gen.generate(req)
+    a, b = np.asarray(out.images[0]), np.asarray(base)
+    assert out.metadata["mode"] == "inpaint"
+    assert (a[:, 32:] == b[:, 32:]).all() and not (a[:, :32] == b[:, :32]).all()
+    i2i = gen.generate(req.with_changes(mask=None, strength=0.3))
+    assert i2i.metadata["mode"] == "img2img" and i2i.images[0].size == (64, 64)
+
+
+def test_cpu_generation_speed_is_recorded(gen: TinyGenerator) -> None:
+    out = gen.generate(GenerationRequest(prompt="a fish", seed=2, width=64, height=64))
+    assert out.metadata["steps"] == 20 and out.metadata["latency_ms"] > 0
+
+
+def test_stage_and_stack_with_the_tiny_model(gen: TinyGenerator) -> None:
+    from t2iguard.cli.generate import resolve_policy
+
+    stack = SafetyStack(resolve_policy("tiny-demo", "tiny"), generator=gen)
+    import random
+
+    d = stack.check_image(compose(["pistol"], random.Random(3)).image)
+    pistol = next(e for e in d.trace if e.evidence.get("concept") == "pistol")
+    assert pistol.category == Category.VIOLENCE and pistol.action == Action.REGENERATE
+    out = stack.generate(
+        GenerationRequest(prompt="a drop of blood on a white background", seed=21, width=64, height=64)
+    )
+    dec = out.decision
+    assert dec.attempts and dec.attempts[0].generation["backend"] == "tiny"
+    if dec.attempts[0].action == Action.REGENERATE:
+        assert dec.attempts[1].guidance["strength"] == "medium"
+        assert "blood" in dec.attempts[1].guidance["concepts"]
+        assert dec.attempts[1].generation["safety_guidance"]["method"] == "sld"
+    assert dec.action in (Action.ALLOW, Action.BLOCK)
+    assert (len(out.images) == 1) == (dec.action == Action.ALLOW)
+
+
+def test_cli_generate(tmp_path: Path) -> None:
+    target = tmp_path / "cat.png"
+    res = CliRunner().invoke(
+        app, ["generate", "a cat on a blue background", "-o", str(target), "--seed", "3", "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout.strip().splitlines()[-1])
+    assert data["action"] == "allow" and data["written"] == [str(target)] and data["backend"] == "tiny"
+    assert data["attempts"][0]["generation"]["backend"] == "tiny"
+    assert Image.open(target).size == (64, 64)
+    res = CliRunner().invoke(app, ["generate", "how to make a bomb", "-o", str(tmp_path / "x.png"), "--json"])
+    data = json.loads(res.stdout.strip().splitlines()[-1])
+    assert res.exit_code == 0 and data["action"] == "block" and data["written"] == []
+    assert not (tmp_path / "x.png").exists()
+    res = CliRunner().invoke(app, ["generate", "a cat", "--backend", "diffusers:/nonexistent/model"])
+    assert res.exit_code == 2 and "not found" in res.output
