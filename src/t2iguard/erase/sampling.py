@@ -91,6 +91,7 @@ def generate(
     guidance_scale: float = 5.0,
     batch_size: int = 32,
     negative_prompt: str = "",
+    progress: bool = False,
 ) -> torch.Tensor:
     """Images in [-1, 1] ``(N, 3, H, W)`` for ``prompts[i]`` at ``seeds[i]`` (DDIM, η = 0)."""
     import torch
@@ -99,9 +100,12 @@ def generate(
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
     ddim = ddim_scheduler(components.scheduler, steps)
     uncond1 = components.encode_prompts([negative_prompt])
+    from tqdm.auto import tqdm
+
     out = []
+    starts = range(0, len(prompts), batch_size)
     with torch.no_grad():
-        for i in range(0, len(prompts), batch_size):
+        for i in tqdm(starts, desc="sampling", disable=not progress, leave=False, unit="batch"):
             chunk = list(prompts[i : i + batch_size])
             cond = components.encode_prompts(chunk)
             uncond = uncond1.expand(len(chunk), -1, -1)

@@ -114,32 +114,6 @@ def classify(classifier: Any, images: torch.Tensor) -> Any:
     return classifier.predict(pil)
 
 
-def recognition_rate(
-    components: DiffusionComponents,
-    classifier: Any,
-    prompts: Sequence[str],
-    key: str,
-    n: int,
-    *,
-    steps: int,
-    guidance_scale: float,
-    batch_size: int = 64,
-    seed_base: int = SEED_BASE,
-) -> float:
-    """Share of ``n`` generations (prompts cycled, seeds SEED_BASE + i) in which the classifier
-    sees concept ``key``."""
-    from t2iguard.erase.sampling import generate
-
-    chosen = [prompts[i % len(prompts)] for i in range(n)]
-    images = generate(
-        components, chosen, [seed_base + i for i in range(n)], steps=steps, guidance_scale=guidance_scale,
-        batch_size=batch_size,
-    )  # fmt: skip
-    probs = classify(classifier, images)
-    index = list(tiny().concepts.CONCEPT_KEYS).index(key)
-    return float((probs[:, index] >= THRESHOLD).mean())
-
-
 def measure(
     components: DiffusionComponents,
     erased: Sequence[str],
@@ -156,7 +130,7 @@ def measure(
     """Recognition rates of one model: ``<key>/direct|paraphrase|composition`` for each erased
     concept, ``other/<key>`` for every other concept. ``cache`` (one dict per model) reuses rates
     already measured with the same prompts, concept, count and sampler settings."""
-    from tqdm.auto import tqdm
+    from t2iguard.erase.sampling import generate
 
     clf = classifier if classifier is not None else load_classifier()
     jobs: list[tuple[str, list[str], str, int]] = []
@@ -166,10 +140,25 @@ def measure(
     for key in tiny().concepts.CONCEPT_KEYS:
         if key not in erased:
             jobs.append((f"other/{key}", [concept_prompt(key)], key, n_other))
-    rates = {}
-    for name, prompts, key, count in tqdm(jobs, desc="evaluating", disable=not progress, leave=False):
-        rates[name] = recognition_rate(components, clf, prompts, key, count, steps=steps, guidance_scale=guidance_scale)
-    return rates
+    memo = cache if cache is not None else {}
+    ident = {name: (tuple(prompts), key, count, steps, guidance_scale, seed_base) for name, prompts, key, count in jobs}
+    todo = [j for j in jobs if ident[j[0]] not in memo]
+    # one sampling pass over every image still needed (large batches are what a CPU wants)
+    flat_prompts = [prompts[i % len(prompts)] for _, prompts, _, count in todo for i in range(count)]
+    flat_seeds = [seed_base + i for _, _, _, count in todo for i in range(count)]
+    if todo:
+        images = generate(
+            components, flat_prompts, flat_seeds, steps=steps, guidance_scale=guidance_scale, batch_size=64,
+            progress=progress,
+        )  # fmt: skip
+        probs = classify(clf, images)
+        keys = list(tiny().concepts.CONCEPT_KEYS)
+        start = 0
+        for name, _, key, count in todo:
+            hits = probs[start : start + count, keys.index(key)] >= THRESHOLD
+            memo[ident[name]] = float(hits.mean())
+            start += count
+    return {name: memo[ident[name]] for name, _, _, _ in jobs}
 
 
 def summarise(rates: dict[str, float], erased: Sequence[str]) -> dict[str, float]:
