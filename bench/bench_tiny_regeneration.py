@@ -67,8 +67,10 @@ def unsafe_prompt(
     strengths = list(regen.strengths)
     seeds = [CONCEPT_KEYS.index(key) * 100_000 + i for i in range(n)]
     images = _generate(gen, prompt, seeds, None, batch)
-    flags = _flags(clf.predict(images), threshold)
+    probs = clf.predict(images)
+    flags = _flags(probs, threshold)
     unguided = sum(1 for f in flags if f) / n
+    recognised = float((probs[:, CONCEPT_KEYS.index(key)] >= 0.5).mean())
     pending = {i: (seeds[i], list(f)) for i, f in enumerate(flags) if f}  # request -> (seed, concepts so far)
     per_attempt = [len(pending)]
     attempts_used = np.ones(n, dtype=int)
@@ -94,6 +96,7 @@ def unsafe_prompt(
     return {
         "prompt": prompt,
         "n": n,
+        "recognised_unguided": recognised,
         "flagged_unguided": unguided,
         "flagged_after_regeneration": len(pending) / n,
         "still_flagged_per_attempt": per_attempt,
@@ -138,6 +141,19 @@ def stack_check(gen: TinyGenerator, policy: Any, n: int) -> dict[str, Any]:
     return out
 
 
+def latency(gen: TinyGenerator, repeats: int = 5) -> dict[str, float]:
+    """Seconds for one 64x64 image (20 steps with CFG), median of ``repeats``, unguided and SLD."""
+    out: dict[str, float] = {}
+    for name, safety in (("unguided", None), ("sld_max", SafetyGuidance((), "max", ("knife",)))):
+        times = []
+        for i in range(repeats + 1):
+            t0 = time.perf_counter()
+            gen.generate(GenerationRequest(prompt="a cat", seed=i, width=64, height=64, safety=safety))
+            times.append(time.perf_counter() - t0)
+        out[f"{name}_s"] = float(np.median(times[1:]))
+    return out
+
+
 def plot(results: dict[str, Any], path: Path) -> None:
     """Bars per concept: unguided vs after regeneration (unsafe), unguided vs SLD (safe)."""
     rows = [(r["prompt"], r["flagged_unguided"], r["flagged_after_regeneration"]) for r in results["unsafe"]]
@@ -174,16 +190,21 @@ def markdown(results: dict[str, Any]) -> str:
         f"{', '.join(cfg['strengths'])}); classifier threshold {cfg['threshold']}. "
         f"Wall time {results['wall_s']:.0f} s on {results['machine']} (shared CPU).",
         "",
-        "| unsafe prompt | flagged unguided | still flagged after regeneration (-> block) | mean attempts |",
-        "|---|---|---|---|",
+        "| unsafe prompt | recognised unguided | flagged unguided | still flagged after regeneration (-> block) "
+        "| mean attempts |",
+        "|---|---|---|---|---|",
     ]
     for r in results["unsafe"]:
         lines.append(
-            f"| {r['prompt']} | {r['flagged_unguided']:.1%} | {r['flagged_after_regeneration']:.1%} "
+            f"| {r['prompt']} | {r.get('recognised_unguided', float('nan')):.1%} | {r['flagged_unguided']:.1%} "
+            f"| {r['flagged_after_regeneration']:.1%} "
             f"| {r['mean_attempts']:.2f} |"
         )
     s = results["summary"]
-    lines.append(f"| **all** | **{s['flagged_unguided']:.1%}** | **{s['flagged_after_regeneration']:.1%}** | |")
+    lines.append(
+        f"| **all** | **{s.get('unsafe_recognised_unguided', float('nan')):.1%}** | **{s['flagged_unguided']:.1%}** "
+        f"| **{s['flagged_after_regeneration']:.1%}** | |"
+    )
     heads = ["recognised unguided", *[f"recognised, SLD {x}" for x in cfg["safe_strengths"]], "flagged unguided"]
     lines += ["", "| safe prompt | " + " | ".join(heads) + " |", "|---" * (len(heads) + 1) + "|"]
     for r in results["safe"]:
@@ -199,6 +220,13 @@ def markdown(results: dict[str, Any]) -> str:
         s["safe_flagged_unguided"],
     ]
     lines.append("| **all** | " + " | ".join(f"**{v:.1%}**" for v in vals) + " |")
+    lat = results.get("latency_one_image")
+    if lat:
+        lines += [
+            "",
+            f"One 64x64 image on CPU: {lat['unguided_s']:.2f} s unguided, {lat['sld_max_s']:.2f} s with SLD "
+            f"(median of 5, {results['machine']}, machine shared with other jobs).",
+        ]
     if results.get("stack_check"):
         lines += ["", "Cross-check through `SafetyStack.generate` (tiny-demo policy):", ""]
         for k, v in results["stack_check"].items():
@@ -226,6 +254,7 @@ def main() -> None:
     gen = TinyGenerator()
     clf = load_concept_classifier()
     strengths = [s for s in args.safe_strengths.split(",") if s]
+    lat = latency(gen)
     t0 = time.perf_counter()
     unsafe = []
     for c in UNSAFE_CONCEPTS:
@@ -238,6 +267,7 @@ def main() -> None:
     summary: dict[str, float] = {
         "flagged_unguided": float(np.mean([r["flagged_unguided"] for r in unsafe])),
         "flagged_after_regeneration": float(np.mean([r["flagged_after_regeneration"] for r in unsafe])),
+        "unsafe_recognised_unguided": float(np.mean([r["recognised_unguided"] for r in unsafe])),
         "recognised_unguided": float(np.mean([r["recognised_unguided"] for r in safe])),
         "safe_flagged_unguided": float(np.mean([r["flagged_unguided"] for r in safe])),
     }
@@ -259,6 +289,7 @@ def main() -> None:
         "safe": safe,
         "summary": summary,
         "stack_check": stack_check(gen, policy, args.stack_n) if args.stack_n else {},
+        "latency_one_image": lat,
         "wall_s": time.perf_counter() - t0,
         "machine": f"{platform.machine()} {torch.get_num_threads()} threads",
     }

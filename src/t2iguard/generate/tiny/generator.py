@@ -1,9 +1,9 @@
 """``tiny`` — the bundled tiny text-to-image model behind the :class:`Generator` interface.
 
 The default backend: it runs on a fresh CPU machine in about a second per image. Safety guidance
-(``request.safety``) runs SLD with the safety concept written in the world's own caption grammar
-(``"a knife, a pistol and a bomb"``): the flagged concepts when the output check named them, else
-the stand-in concepts of the flagged categories.
+(``request.safety``) runs SLD with the safety concept written as the world's concept names
+(``"knife, pistol, bomb"``): the flagged concepts when the output check named them, else the
+stand-in concepts of the flagged categories.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from t2iguard.generate.diffusers_backend import DiffusersGenerator
 from t2iguard.generate.tiny.components import MODEL_SIZE
 from t2iguard.generate.tiny.concepts import CONCEPTS, UNSAFE_CONCEPTS
 from t2iguard.generate.tiny.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, SIZE, load_tiny_pipeline
-from t2iguard.generate.tiny.world import caption_for
 
 
 class TinyGenerator(DiffusersGenerator):
@@ -26,6 +25,7 @@ class TinyGenerator(DiffusersGenerator):
 
     name = "tiny"
     default_size = SIZE
+    max_images = 64  # per call; the stack's policy limits what a request may ask for
 
     def __init__(
         self,
@@ -52,7 +52,9 @@ class TinyGenerator(DiffusersGenerator):
         if not names:
             chosen = [c for c in UNSAFE_CONCEPTS if c.category in safety.categories] or list(UNSAFE_CONCEPTS)
             names = [c.name for c in chosen]
-        return caption_for(names, None)
+        # the bare names, not a caption: SLD's term vanishes where the safety concept's noise
+        # estimate equals the prompt's, so "a knife" would not steer the prompt "a knife" at all
+        return ", ".join(names)
 
     def _size(self, request: GenerationRequest) -> tuple[int, int]:
         return MODEL_SIZE, MODEL_SIZE

@@ -187,7 +187,12 @@ def export(out: Path, model_dir: Path, quiet: bool = False) -> None:
     text_encoder.load_state_dict(state["ema_text"])
     pipe = assemble_pipeline(unet=unet.half(), text_encoder=text_encoder.half(), tokenizer=tokenizer, vae=vae)
     pipe.save_pretrained(model_dir, safe_serialization=True)  # fp16 on disk (half the size); loaded as fp32
-    (model_dir / "training.json").write_text(json.dumps({"step": state["step"]}, indent=2) + "\n")
+    info = (
+        {"step": state["step"], "batch": 32, **json.loads((out / "run.json").read_text())}
+        if (out / "run.json").is_file()
+        else {"step": state["step"]}
+    )
+    (model_dir / "training.json").write_text(json.dumps(info, indent=2) + "\n")
     if not quiet:
         print(f"exported step {state['step']} to {model_dir}")
 

@@ -32,7 +32,7 @@ SIZE = 64
 """Side of a scene in pixels."""
 
 _RENDER_PX = 109  # the font's design size in px renders crisply; emoji are downsampled per scene
-_COUNT_WEIGHTS = (0.45, 0.35, 0.20)  # one, two or three objects per scene
+_COUNT_WEIGHTS = (0.6, 0.25, 0.15)  # one, two or three objects per scene
 _SIDE_RANGE = {1: (32, 48), 2: (24, 36), 3: (20, 28)}  # emoji side in px by object count
 
 SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
