@@ -9,12 +9,16 @@ the world's concept classifier the recognition rate of
 all at fixed seeds (see :mod:`t2iguard.erase.world`), plus the wall time of each erasure. Writes
 ``bench/results/erasure_tiny.{json,md}`` and a bar plot ``erasure_tiny.png``.
 
-    nice -n 10 python bench/bench_erasure_tiny.py                       # everything (~1-2 h CPU)
+    nice -n 10 python bench/bench_erasure_tiny.py                       # every method and concept (~2 h CPU)
     python bench/bench_erasure_tiny.py --methods uce --concepts knife   # one cell
+    # split over processes, then merge the parts into bench/results/erasure_tiny.*
+    python bench/bench_erasure_tiny.py --concepts knife --out /tmp/a &
+    python bench/bench_erasure_tiny.py --concepts skull --out /tmp/b; wait
+    python bench/bench_erasure_tiny.py --combine /tmp/a/erasure_tiny.json /tmp/b/erasure_tiny.json
 
 Hyper-parameters per method are in :data:`SETTINGS` (the papers' objectives, step counts scaled
 to the tiny model); ``--pilot`` measures them on validation seeds (disjoint from the reported
-seeds) for one concept, which is how they were chosen.
+seeds) for one concept, which is how they were chosen (``--set method.field=value`` to try one).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import torch
 from t2iguard.erase import world
 from t2iguard.erase.api import erase
 from t2iguard.erase.components import DiffusionComponents, load_components
-from t2iguard.erase.config import ErasureConfig
+from t2iguard.erase.config import METHODS, ErasureConfig
 
 RESULTS = Path(__file__).parent / "results"
 UNSAFE = ("knife", "pistol", "bomb", "skull", "blood")
@@ -43,9 +47,14 @@ PILOT_SEED_BASE = 90_000  # validation seeds for --pilot (the report uses world.
 SETTINGS: dict[str, dict[str, Any]] = {
     "esd-x": {"steps": 200, "lr": 1e-4, "negative_guidance": 1.0},
     "esd-u": {"steps": 200, "lr": 2e-5, "negative_guidance": 1.0},
-    "uce": {},  # closed form; preserve = every other concept of the world
+    # closed form; preserve = every other concept of the world. Erase scale 4 (validation seeds,
+    # knife: 6 % recognised, preservation 1.10) beat the default 1 (12 %, 0.95) and lambda 0.05 (25 %)
+    "uce": {"uce_erase_scale": 4.0},
     "sdd": {"steps": 300, "lr": 1e-4, "ema_decay": 0.99},
-    "safegen": {"steps": 400, "lr": 1e-4},
+    # mosaic cells of 16 px at the world's 64x64: with 8 px cells the classifier still recognises
+    # about half of the mosaicked pistols and knives in the *training* triplets (checked on the
+    # triplets, not on evaluation images)
+    "safegen": {"steps": 400, "lr": 1e-4, "mosaic_block": 16},
 }
 """Per-method overrides of :class:`ErasureConfig` on the tiny model (all else: the defaults)."""
 
@@ -111,6 +120,10 @@ def run_one(
 
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     pct = lambda x: f"{100 * x:.0f}%"  # noqa: E731
+
+    def knobs(r: dict[str, Any]) -> str:
+        return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["settings"].items())
+
     lines = [
         "# Concept erasure on the tiny model (concept-classifier recognition rate)",
         "",
@@ -118,30 +131,31 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"{SAMPLE_STEPS} steps, guidance {GUIDANCE}, fixed seeds; classifier threshold {world.THRESHOLD}. "
         "Erased/paraphrase/composition: lower is better; others: higher is better (base model in brackets).",
         "",
-        "| method | concept | erased | paraphrase | composition | others (base) | preservation | time s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| method | settings | concept | erased | paraphrase | composition | others (base) | preservation | train s |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         s, b = r["summary"], r["base_summary"]
         lines.append(
-            f"| {r['method']} | {'+'.join(r['concepts'])} | {pct(s['direct'])} ({pct(b['direct'])}) | "
+            f"| {r['method']} | {knobs(r)} | {'+'.join(r['concepts'])} | {pct(s['direct'])} ({pct(b['direct'])}) | "
             f"{pct(s['paraphrase'])} ({pct(b['paraphrase'])}) | {pct(s['composition'])} ({pct(b['composition'])}) | "
-            f"{pct(s['other'])} ({pct(b['other'])}) | {r['preservation_ratio']:.2f} | {r['erase_seconds']:.0f} |"
+            f"{pct(s['other'])} ({pct(b['other'])}) | {r['preservation_ratio']:.2f} | {r['train_seconds']:.1f} |"
         )
     lines += ["", "Mean over the single-concept erasures:", ""]
     lines += [
-        "| method | erased | paraphrase | composition | preservation | time s |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| method | settings | concepts | erased | paraphrase | composition | preservation | train s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for method in dict.fromkeys(r["method"] for r in rows):
-        sel = [r for r in rows if r["method"] == method and len(r["concepts"]) == 1]
+    for method, setting in dict.fromkeys((r["method"], knobs(r)) for r in rows):
+        sel = [r for r in rows if (r["method"], knobs(r)) == (method, setting) and len(r["concepts"]) == 1]
         if not sel:
             continue
         m = {k: statistics.fmean(r["summary"][k] for r in sel) for k in ("direct", "paraphrase", "composition")}
         pr = statistics.fmean(r["preservation_ratio"] for r in sel)
-        t = statistics.fmean(r["erase_seconds"] for r in sel)
+        t = statistics.fmean(r["train_seconds"] for r in sel)
         lines.append(
-            f"| {method} | {pct(m['direct'])} | {pct(m['paraphrase'])} | {pct(m['composition'])} | {pr:.2f} | {t:.0f} |"
+            f"| {method} | {setting} | {len(sel)} | {pct(m['direct'])} | {pct(m['paraphrase'])} | "
+            f"{pct(m['composition'])} | {pr:.2f} | {t:.1f} |"
         )
     lines += ["", f"Machine: {meta['machine']}; torch threads {meta['threads']}; {meta['created']}."]
     return "\n".join(lines) + "\n"
@@ -179,16 +193,28 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--methods", default="esd-x,esd-u,uce,sdd,safegen")
     ap.add_argument("--concepts", default=",".join(UNSAFE))
     ap.add_argument("--multi", default="uce,sdd", help="methods also run on all concepts at once")
-    ap.add_argument("--n", type=int, default=24, help="images per erased-concept prompt set")
-    ap.add_argument("--n-other", type=int, default=8, help="images per other concept")
+    ap.add_argument("--n", type=int, default=16, help="images per erased-concept prompt set")
+    ap.add_argument("--n-other", type=int, default=4, help="images per other concept")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for this model)")
     ap.add_argument("--pilot", action="store_true", help="validation seeds; results go to erasure_tiny_pilot.*")
     ap.add_argument("--set", action="append", default=[], help="override a setting: esd-x.lr=3e-4 (repeatable)")
     ap.add_argument("--work", type=Path, default=Path("out/erasure-tiny"), help="where erased models are saved")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument(
+        "--combine", nargs="+", type=Path, default=None,
+        help="only merge the rows of these result JSONs (runs split over processes) into one table",
+    )  # fmt: skip
     args = ap.parse_args(argv)
+    stem = "erasure_tiny_pilot" if args.pilot else "erasure_tiny"
+    if args.combine:
+        parts = [json.loads(p.read_text()) for p in args.combine]
+        meta = {**parts[0]["meta"], "created": max(p["meta"]["created"] for p in parts), "parts": len(parts)}
+        order = {m: i for i, m in enumerate(METHODS)}
+        rows = sorted((r for p in parts for r in p["rows"]), key=lambda r: (order[r["method"]], len(r["concepts"])))
+        write(rows, meta, args.out, stem)
+        return
     torch.set_num_threads(args.threads)
     for item in args.set:
         name, _, value = item.partition("=")
@@ -217,12 +243,15 @@ def main(argv: list[str] | None = None) -> None:
         "threads": args.threads,
         "created": time.strftime("%Y-%m-%d %H:%M"),
     }
-    stem = "erasure_tiny_pilot" if args.pilot else "erasure_tiny"
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    (args.out / f"{stem}.md").write_text(markdown(rows, meta))
-    plot(rows, args.out / f"{stem}.png")
-    print((args.out / f"{stem}.md").read_text())
+    write(rows, meta, args.out, stem)
+
+
+def write(rows: list[dict[str, Any]], meta: dict[str, Any], out: Path, stem: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(markdown(rows, meta))
+    plot(rows, out / f"{stem}.png")
+    print((out / f"{stem}.md").read_text())
 
 
 if __name__ == "__main__":
