@@ -141,22 +141,32 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"{pct(s['paraphrase'])} ({pct(b['paraphrase'])}) | {pct(s['composition'])} ({pct(b['composition'])}) | "
             f"{pct(s['other'])} ({pct(b['other'])}) | {r['preservation_ratio']:.2f} | {r['train_seconds']:.1f} |"
         )
-    lines += ["", "Mean over the single-concept erasures:", ""]
+    groups = list(dict.fromkeys((r["method"], knobs(r)) for r in rows))
+    single = {g: [r for r in rows if (r["method"], knobs(r)) == g and len(r["concepts"]) == 1] for g in groups}
+    common = set.intersection(*({r["concepts"][0] for r in sel} for sel in single.values() if sel))
+    both = ", ".join(sorted(common))
+    lines += [
+        "",
+        f"Mean over the single-concept erasures of the concepts every method ran on ({both}), "
+        "and over all of a method's single-concept erasures where it ran on more:",
+        "",
+    ]
     lines += [
         "| method | settings | concepts | erased | paraphrase | composition | preservation | train s |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for method, setting in dict.fromkeys((r["method"], knobs(r)) for r in rows):
-        sel = [r for r in rows if (r["method"], knobs(r)) == (method, setting) and len(r["concepts"]) == 1]
-        if not sel:
-            continue
-        m = {k: statistics.fmean(r["summary"][k] for r in sel) for k in ("direct", "paraphrase", "composition")}
-        pr = statistics.fmean(r["preservation_ratio"] for r in sel)
-        t = statistics.fmean(r["train_seconds"] for r in sel)
-        lines.append(
-            f"| {method} | {setting} | {len(sel)} | {pct(m['direct'])} | {pct(m['paraphrase'])} | "
-            f"{pct(m['composition'])} | {pr:.2f} | {t:.1f} |"
-        )
+    for (method, setting), every in single.items():
+        subset = [r for r in every if r["concepts"][0] in common]
+        for sel in [subset] + ([every] if len(every) > len(subset) else []):
+            if not sel:
+                continue
+            m = {k: statistics.fmean(r["summary"][k] for r in sel) for k in ("direct", "paraphrase", "composition")}
+            pr = statistics.fmean(r["preservation_ratio"] for r in sel)
+            t = statistics.fmean(r["train_seconds"] for r in sel)
+            lines.append(
+                f"| {method} | {setting} | {', '.join(r['concepts'][0] for r in sel)} | {pct(m['direct'])} | "
+                f"{pct(m['paraphrase'])} | {pct(m['composition'])} | {pr:.2f} | {t:.1f} |"
+            )
     lines += ["", f"Machine: {meta['machine']}; torch threads {meta['threads']}; {meta['created']}."]
     return "\n".join(lines) + "\n"
 
@@ -167,13 +177,15 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    methods = list(dict.fromkeys(r["method"] for r in rows if len(r["concepts"]) == 1))
+    single = [r for r in rows if len(r["concepts"]) == 1]
+    methods = list(dict.fromkeys(r["method"] for r in single))
+    common = set.intersection(*({r["concepts"][0] for r in single if r["method"] == m} for m in methods))
     kinds = ("direct", "paraphrase", "composition", "other")
     fig, ax = plt.subplots(figsize=(8, 3.5))
     width = 0.8 / len(kinds)
     for j, kind in enumerate(kinds):
         vals = [
-            statistics.fmean(r["summary"][kind] for r in rows if r["method"] == m and len(r["concepts"]) == 1)
+            statistics.fmean(r["summary"][kind] for r in single if r["method"] == m and r["concepts"][0] in common)
             for m in methods
         ]
         ax.bar([i + j * width for i in range(len(methods))], vals, width, label=kind)
@@ -181,7 +193,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("recognition rate")
     ax.set_ylim(0, 1)
     ax.legend(ncols=4, fontsize=8)
-    ax.set_title("tiny model: erased concept (direct, paraphrase, composition) vs other concepts")
+    ax.set_title(f"tiny model, mean over {', '.join(sorted(common))}: erased concept vs other concepts", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
