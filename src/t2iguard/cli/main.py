@@ -24,6 +24,7 @@ from t2iguard.cli import serve as serve_cli
 from t2iguard.cli.bench import bench_app
 from t2iguard.cli.edit import check_edit
 from t2iguard.cli.provenance import app as provenance_app
+from t2iguard.cli import erase as _erase_cli
 from t2iguard.core.decision import Decision
 from t2iguard.core.errors import ConfigurationError, InputError, PolicyError
 from t2iguard.core.inputs import PromptRecord, read_prompts
@@ -293,6 +294,7 @@ def version() -> None:
 # red-teaming and the system benchmark (t2iguard.cli.redteam)
 app.command("redteam")(redteam_cli.redteam)
 bench_app.command("system")(redteam_cli.bench_system)
+_erase_cli.register(app)  # concept erasure: erase, eval-erasure
 
 
 def main(argv: Sequence[str] | None = None) -> None:
