@@ -19,12 +19,12 @@ from rich.console import Console
 from rich.table import Table
 
 from t2iguard import __version__
+from t2iguard.cli import erase as _erase_cli
 from t2iguard.cli import redteam as redteam_cli
 from t2iguard.cli import serve as serve_cli
 from t2iguard.cli.bench import bench_app
 from t2iguard.cli.edit import check_edit
 from t2iguard.cli.provenance import app as provenance_app
-from t2iguard.cli import erase as _erase_cli
 from t2iguard.core.decision import Decision
 from t2iguard.core.errors import ConfigurationError, InputError, PolicyError
 from t2iguard.core.inputs import PromptRecord, read_prompts
