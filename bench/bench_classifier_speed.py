@@ -1,0 +1,68 @@
+"""Prompt classifier speed: single-prompt latency and batched throughput of the learned classifier
+(MiniLM encoder + head, windows over long prompts), on COCO captions (rows >= 20,000, evaluation
+rows: only timed here, nothing is fitted).
+
+    python bench/bench_classifier_speed.py [--data ../shared/benchmarks] [--n 2000]
+
+Writes ``bench/results/classifier_speed.{json,md}``. Targets (prompt-classifier issue): p95 <= 15 ms
+per prompt single, >= 300 prompts/s batched, on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from t2iguard.core.stage import ModelCache
+from t2iguard.prompt.classifier import load_classifier
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=Path(os.environ.get("T2IGUARD_DATA", "../shared/benchmarks")))
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--single", type=int, default=300)
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = ap.parse_args()
+    with (args.data / "erasing/data/coco_30k.csv").open(encoding="utf-8") as f:
+        texts = [r["prompt"] for r in csv.DictReader(f)][20000 : 20000 + args.n]
+    clf = load_classifier(ModelCache())
+    clf.predict(texts[:64])  # warm-up
+    runs = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        clf.predict(texts)
+        runs.append(len(texts) / (time.perf_counter() - t0))
+    lat = []
+    for t in texts[: args.single]:
+        t0 = time.perf_counter()
+        clf.predict([t])
+        lat.append((time.perf_counter() - t0) * 1e3)
+    res = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "load_average": os.getloadavg(),
+        "prompts": len(texts),
+        "batched_prompts_per_s": {"median": float(np.median(runs)), "runs": runs},
+        "single_ms": {"p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)), "n": len(lat)},
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "classifier_speed.json").write_text(json.dumps(res, indent=2))
+    md = (
+        "| prompts | single p50 ms | single p95 ms (target <= 15) | batched prompts/s (target >= 300) | load avg |\n"
+        "|---:|---:|---:|---:|---|\n"
+        f"| {len(texts)} COCO captions | {res['single_ms']['p50']:.1f} | {res['single_ms']['p95']:.1f} "
+        f"| {res['batched_prompts_per_s']['median']:.0f} | {res['load_average'][0]:.2f} |\n"
+    )
+    (args.out / "classifier_speed.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
