@@ -12,7 +12,7 @@ from typing import Any
 
 from PIL import Image
 
-from t2iguard.generate.base import GenerationRequest, SafetyGuidance
+from t2iguard.generate.base import GenerationRequest, GenerationResult, SafetyGuidance
 from t2iguard.generate.diffusers_backend import DiffusersGenerator
 from t2iguard.generate.tiny.components import MODEL_SIZE
 from t2iguard.generate.tiny.concepts import CONCEPTS, UNSAFE_CONCEPTS
@@ -45,6 +45,18 @@ class TinyGenerator(DiffusersGenerator):
             guidance_scale=guidance_scale,
             classifier_guidance=classifier_guidance,
         )
+
+    def generate(self, request: GenerationRequest) -> GenerationResult:
+        """As :meth:`DiffusersGenerator.generate`; prompts outside the world's short caption grammar
+        are expected here, so the text encoder's truncation warnings are not logged."""
+        from diffusers.utils import logging as diffusers_logging
+
+        level = diffusers_logging.get_verbosity()
+        diffusers_logging.set_verbosity_error()
+        try:
+            return super().generate(request)
+        finally:
+            diffusers_logging.set_verbosity(level)
 
     def safety_concept(self, safety: SafetyGuidance) -> str:
         by_key = {c.key: c for c in CONCEPTS}
