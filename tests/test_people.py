@@ -136,6 +136,8 @@ def test_pii_is_removed(stack: SafetyStack) -> None:
         "a castle on a hill at sunset, 4k",
         "a bowl of fruit, still life",
         "trump card on a table",
+        "Glass shelves on a display with tags on items.",  # capitalised English words the NER reads as names
+        "Skier dressed all in white carrying his skis over his shoulder.",
     ],
 )
 def test_no_change_without_people(stack: SafetyStack, prompt: str) -> None:

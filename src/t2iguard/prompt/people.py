@@ -496,11 +496,19 @@ class PeopleAnalyzer:
     """Presidio analyzer + gazetteer. Thread-safe; results cached per text (LRU)."""
 
     def __init__(
-        self, gazetteer: Gazetteer, common: Container[str], *, cache_size: int = 512, min_score: float = 0.5
+        self,
+        gazetteer: Gazetteer,
+        common: Container[str],
+        *,
+        cache_size: int = 512,
+        min_score: float = 0.5,
+        dictionary: Container[str] = frozenset(),
     ) -> None:
         self.gazetteer = gazetteer
         self.min_score = min_score
         self._analyzer = _build_analyzer(gazetteer, common)
+        self._common = common
+        self._dictionary = dictionary  # every English word: a capital at a sentence start means nothing
         self._cache: OrderedDict[str, PeopleAnalysis] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -564,6 +572,17 @@ class PeopleAnalyzer:
             match = self.gazetteer.match(span)
             if match is None and not _plausible_name(span):
                 continue  # "C++", "R2-D2", "#1": the NER model's guesses that cannot be a name
+            if (
+                match is None
+                and sources == ["ner"]
+                and span.isalpha()
+                and span.lower() not in given_names()
+                and (
+                    span.lower() in self._common
+                    or (span.lower() in self._dictionary and not text[:start].strip(" \t\"'(“"))
+                )
+            ):
+                continue  # one English word the NER model read as a name ("Skier dressed in white")
             people.append(
                 PersonMention(
                     start=start,
@@ -615,11 +634,22 @@ def _is_style_reference(text: str, start: int, earlier: list[PersonMention]) -> 
     return False
 
 
+def _english() -> Container[str]:
+    from t2iguard.prompt.vocabulary import Vocabulary
+
+    return Vocabulary.english()
+
+
 def get_people_analyzer(
     models: ModelCache, gazetteer: tuple[str, ...] = ("builtin",), fuzzy_cutoff: float = 88.0
 ) -> PeopleAnalyzer:
     """The analyzer for a gazetteer configuration, loaded once per model cache."""
     key = ("people-analyzer", gazetteer, fuzzy_cutoff)
     return models.get(
-        key, lambda: PeopleAnalyzer(Gazetteer.load(gazetteer, fuzzy_cutoff=fuzzy_cutoff), common_words(models))
+        key,
+        lambda: PeopleAnalyzer(
+            Gazetteer.load(gazetteer, fuzzy_cutoff=fuzzy_cutoff),
+            common_words(models),
+            dictionary=models.get(("vocabulary", "english", 0), _english),
+        ),
     )
