@@ -321,6 +321,86 @@ def augment(text: str, rng: random.Random) -> str:
     return " ".join(words)
 
 
+class Noiser:
+    """Adversarial-style noise for training *and* validation prompts, safe and unsafe alike.
+
+    Prompts optimised against a text encoder (MMA-Diffusion, Yang et al., CVPR 2024; Ring-A-Bell,
+    Tsai et al., ICLR 2024) keep the unsafe meaning in a few words and surround it with sub-word
+    gibberish and character noise. Putting the same noise on benign and unsafe training prompts
+    (data augmentation as adversarial-robustness training, cf. Jia & Liang, EMNLP 2017; Wei & Zou,
+    EMNLP 2019) teaches the head that noise carries no label and that the remaining words do:
+
+    * ``suffix``: a block of 3-12 gibberish words appended (the optimised-suffix shape);
+    * ``insert``: 2-8 gibberish words inserted at random positions;
+    * ``typos``: the red team's realistic typos (:func:`t2iguard.redteam.charlevel._typo`) in 1-3
+      words, and separators inside a word (the ``normalize`` stage undoes some of these);
+    * ``eda``: word dropout, junk tokens, adjacent swaps, style tags (:func:`augment`).
+
+    Gibberish words are glued from 2-3 WordPiece continuation pieces (``##...``) of the encoder's
+    own vocabulary, never whole words: a whole word could be a name, and a name inserted into a
+    benign prompt would teach the head that names do not matter to ``private_individual``. A piece
+    or a word that the blocklist lexicon flags is never used, so noise never adds an unsafe word to
+    a benign prompt. Prompts whose label rests on a name (``private_individual``,
+    ``public_figure``) get no word dropout: dropping the name would make the label wrong.
+    """
+
+    OPS: tuple[str, ...] = ("suffix", "insert", "typos", "eda")
+
+    def __init__(self, lex: Lexicon) -> None:
+        from importlib import resources
+
+        tok = json.loads(
+            Path(str(resources.files("t2iguard.prompt").joinpath("models/minilm/tokenizer.json"))).read_text(
+                encoding="utf-8"
+            )
+        )
+        vocab = sorted(tok["model"]["vocab"])
+        tails = [v[2:] for v in vocab if re.fullmatch(r"##[a-z]{2,}", v)]
+        self.tails = [w for w in tails if not lex.terms(w)]
+        self.lex = lex
+
+    def word(self, rng: random.Random) -> str:
+        w = ""
+        for _ in range(10):
+            w = "".join(rng.choice(self.tails) for _ in range(rng.randint(2, 3)))
+            if not self.lex.terms(w):
+                break
+        return w
+
+    def typos(self, text: str, rng: random.Random) -> str:
+        from t2iguard.redteam.charlevel import SEPARATORS, Misspelling, _typo
+
+        words = text.split()
+        idx = [i for i, w in enumerate(words) if len(w) >= 4 and w.isalpha()]
+        for i in rng.sample(idx, min(len(idx), rng.randint(1, 3))):
+            if rng.random() < 0.75:
+                words[i] = _typo(words[i], rng.choice(Misspelling.OPS), rng) or words[i]
+            else:
+                cut = rng.randrange(1, len(words[i]))
+                words[i] = words[i][:cut] + rng.choice(SEPARATORS) + words[i][cut:]
+        return " ".join(words)
+
+    def apply(self, text: str, rng: random.Random, op: str | None = None) -> str:
+        op = op or rng.choice(self.OPS)
+        if op == "suffix":
+            return text + " " + " ".join(self.word(rng) for _ in range(rng.randint(3, 12)))
+        if op == "insert":
+            words = text.split()
+            for _ in range(rng.randint(2, 8)):
+                words.insert(rng.randint(0, len(words)), self.word(rng))
+            return " ".join(words)
+        if op == "typos":
+            return self.typos(text, rng)
+        return augment(text, rng)
+
+    def __call__(self, text: str, rng: random.Random, *, keep_words: bool = False) -> str:
+        ops = [o for o in self.OPS if o != "eda"] if keep_words else list(self.OPS)
+        out = self.apply(text, rng, rng.choice(ops))
+        if rng.random() < 0.4:  # two kinds of noise at once, as in the wild
+            out = self.apply(out, rng, rng.choice([o for o in self.OPS if o != "eda"]))
+        return out
+
+
 # ---- embedding cache -----------------------------------------------------------------------
 def embed(texts: list[str], cache: Path, encoder_key: str, encode: Any, batch: int = 256) -> np.ndarray:
     cache.mkdir(parents=True, exist_ok=True)
@@ -455,6 +535,45 @@ def roc_auc(y: np.ndarray, s: np.ndarray) -> float:
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
+VALIDATION_ROWS = (
+    ("unsafe_recall", "unsafe prompts flagged (any flagging category at its threshold)"),
+    ("sexual_recall", "sexual prompts flagged"),
+    ("everyday_benign_fpr", "everyday benign prompts flagged (COCO, Six-CD clean, authored benign)"),
+    ("coco_fpr", "COCO captions flagged"),
+    ("coprov2_safe_fpr", "CoProV2 safe rewrites flagged"),
+    ("macro_roc_auc", "macro ROC-AUC over the flagging categories"),
+    ("unsafe_recall_at_1pct_coco_fpr", "unsafe recall at 1 % FPR on clean COCO captions (highest score)"),
+    ("sexual_recall_at_1pct_coco_fpr", "sexual recall at 1 % FPR on clean COCO captions"),
+    ("sexual_vs_coco_roc_auc", "ROC-AUC, sexual prompts vs clean COCO captions"),
+)
+
+
+def validation_section(v: dict[str, Any] | None) -> str:
+    """The model card's validation table: this head (and the reference head it was compared
+    with) on the held-out test split, clean and with noise."""
+    if not v:
+        return ""
+    heads = [k for k in ("this", "reference") if k in v]
+    cols = [(h, kind) for h in heads for kind in ("clean", "noisy")]
+    head = "| metric | " + " | ".join(f"{h} ({k})" for h, k in cols) + " |"
+    sep = "|---|" + "---:|" * len(cols)
+    rows = "\n".join(
+        f"| {label} | " + " | ".join(f"{v[h][k].get(key, float('nan')):.4f}" for h, k in cols) + " |"
+        for key, label in VALIDATION_ROWS
+    )
+    return f"""## Validation: clean and noised held-out prompts
+
+The held-out test split again, clean and with a noisy copy of every prompt (the `Noiser`'s
+noise, drawn from its own random stream; the noise *family* is the augmentation's, so the noisy
+column favours a head trained with it and measures robustness to this family only). `reference`
+is the head this one replaced, on the same prompts, at its own thresholds.
+
+{head}
+{sep}
+{rows}
+"""
+
+
 def model_card(meta: dict[str, Any], size: int) -> str:
     """The model card (Mitchell et al., FAccT 2019), generated with the weights it describes."""
     pc = meta["metrics"]["per_category"]
@@ -468,6 +587,36 @@ def model_card(meta: dict[str, Any], size: int) -> str:
     )
     data = "\n".join(f"- {k}: {v}" for k, v in meta["data"].items())
     n_aug = meta["splits"]["train_augmented"] - meta["splits"]["train"]
+    aug = meta.get("augment", {"mode": "eda", "fraction": 0.3})
+    if aug["mode"] == "robust":
+        aug_text = (
+            f"a noisy copy of {100 * aug['fraction']:.0f} % of the training prompts, safe and unsafe alike, "
+            "so that noise carries no label (`Noiser` in the training script): a block of 3-12 "
+            "sub-word gibberish words appended (the shape of prompts optimised against a text encoder, "
+            "MMA-Diffusion, Yang et al., CVPR 2024), 2-8 gibberish words inserted, the red team's "
+            "realistic typos and in-word separators (`t2iguard.redteam.charlevel`), or EDA noise "
+            "(Wei & Zou, EMNLP 2019: word dropout, junk tokens, swaps, art-style tags); two kinds at "
+            "once in 40 % of copies. Gibberish words are glued from 2-3 WordPiece continuation pieces "
+            "of the encoder's vocabulary (never whole words, which could be names), never from a piece "
+            "the blocklist lexicon flags; prompts labelled `private_individual` or `public_figure` get "
+            "no word dropout (the name carries the label); the noisy text is normalized as at serving "
+            "time."
+        )
+    else:
+        aug_text = (
+            "EDA-style noise (Wei & Zou, EMNLP 2019) — word dropout, junk-token insertion, adjacent "
+            "swaps — and appended art-style modifiers, applied to safe and unsafe prompts alike so "
+            "that noise or style carries no label."
+        )
+    rule = meta["threshold_rule"]
+    joint = (
+        f"Then the joint rule: thresholds are raised (greedy steps, cheapest in calibration recall "
+        f"first) until at most {100 * rule['joint_fpr']:.1f} % of the everyday benign calibration "
+        "prompts trip any flagging category."
+        if rule.get("joint_fpr", 1.0) < 1.0
+        else ""
+    )
+    validation = validation_section(meta["metrics"].get("validation"))
     return f"""# t2iguard prompt classifier head
 
 A multi-label classifier of text-to-image prompts: one calibrated probability per category of the
@@ -499,7 +648,7 @@ cascade (`t2iguard.prompt.classifier`), after `normalize` and `blocklist`, befor
   prompts of the calibration split is at most {100 * meta["threshold_rule"]["benign_fpr"]:.1f} %:
   {", ".join(f"{k} {v}" for k, v in meta["thresholds"].items())}. (Calibrated probabilities of
   rare categories are low in absolute terms; the operating point is set by the false-positive
-  budget, with a floor.)
+  budget, with a floor.) {joint}
 
 ## Training data
 
@@ -532,10 +681,7 @@ built-in blocklist lexicon (`src/t2iguard/prompt/lexicons`) on normalized text:
   Character, Object (both versions) and every clean version → benign unless a strong lexicon
   term appears (then dropped). COCO captions with a strong lexicon term are dropped.
 - **R5** Exact duplicates after normalization are removed (an unsafe copy wins).
-- **Augmentation** (training split only, {n_aug} copies): EDA-style noise
-  (Wei & Zou, EMNLP 2019) — word dropout, junk-token insertion, adjacent swaps — and appended
-  art-style modifiers, applied to safe and unsafe prompts alike so that noise or style carries no
-  label.
+- **Augmentation** (training split only, {n_aug} copies, mode `{aug["mode"]}`): {aug_text}
 
 Counts after cleaning:
 
@@ -561,6 +707,7 @@ Share of test prompts flagged (any category at its threshold), per source:
 |---|---:|---:|
 {src}
 
+{validation}
 Results on the evaluation sets (I2P, COCO ≥ 20,000, CoProV2 test, MMA-Diffusion, P4D,
 Ring-A-Bell, UnlearnDiffAtk, ErasureBenchmark) are produced by `t2iguard bench prompts`
 (`bench/results/prompts/`) and summarised in the README's benchmark section.
@@ -576,10 +723,126 @@ Ring-A-Bell, UnlearnDiffAtk, ErasureBenchmark) are produced by `t2iguard bench p
   `public_figure` recognises names the encoder associates with fame; it is an `allow` category in
   the default policy and is scored for the policy and downstream transforms only.
 - Adversarial prompts optimised against CLIP (MMA-Diffusion, Ring-A-Bell, P4D) are out of the
-  training distribution; the noise augmentation helps only partly (see the benchmark).
+  training distribution; the noise augmentation helps only partly (see the benchmark): a frozen,
+  mean-pooled encoder dilutes a few unsafe words among many gibberish tokens, and a head cannot
+  recover what the embedding lost.
 - Label noise: CoProV2's categories and safe rewrites are LLM-generated; the rules above remove
   the clearest errors only.
 """
+
+
+# Categories whose flag leads to an action in the default policy (public_figure is `allow`).
+FLAGGING = [str(c) for c in CATEGORIES if c != Category.PUBLIC_FIGURE]
+
+
+def everyday_benign(ex: Example) -> bool:
+    """A benign prompt that is not a CoProV2 safe rewrite (those stay close to their unsafe pair
+    and carry label noise): COCO captions, Six-CD clean/benign, authored benign prompts."""
+    return all(v == 0 for v in ex.labels.values()) and ex.source != "coprov2/safe"
+
+
+def joint_fpr(p: np.ndarray, thresholds: dict[str, float]) -> float:
+    """Share of rows over the threshold of any flagging category."""
+    idx = [CATEGORIES.index(Category(c)) for c in FLAGGING]
+    thr = np.array([thresholds[c] for c in FLAGGING])
+    return float((p[:, idx] >= thr).any(axis=1).mean()) if len(p) else float("nan")
+
+
+def joint_rule(
+    thresholds: dict[str, float], benign: np.ndarray, unsafe: np.ndarray, budget: float, step: float = 0.01
+) -> dict[str, float]:
+    """Raise per-category thresholds until at most ``budget`` of the everyday benign prompts trip
+    any flagging category: greedy coordinate steps, each time on the category whose step removes
+    the most false positives per unsafe calibration prompt it stops flagging (a cost-sensitive
+    operating point for the union of categories, which per-category budgets do not bound)."""
+    thr = dict(thresholds)
+    while joint_fpr(benign, thr) > budget:
+        fp0 = joint_fpr(benign, thr) * len(benign)
+        tp0 = joint_fpr(unsafe, thr) * len(unsafe)
+        best: tuple[float, str] | None = None
+        for c in FLAGGING:
+            if thr[c] >= 0.99:
+                continue
+            trial = dict(thr, **{c: round(min(0.99, thr[c] + step), 3)})
+            gain = fp0 - joint_fpr(benign, trial) * len(benign)
+            if gain <= 0:
+                continue
+            cost = tp0 - joint_fpr(unsafe, trial) * len(unsafe)
+            ratio = gain / (cost + 0.5)
+            if best is None or ratio > best[0]:
+                best = (ratio, c)
+        if best is None:
+            # no single step removes a false positive: step every category that flags a benign prompt
+            moved = False
+            for c in FLAGGING:
+                j = CATEGORIES.index(Category(c))
+                if thr[c] < 0.99 and (benign[:, j] >= thr[c]).any():
+                    thr[c] = round(min(0.99, thr[c] + step), 3)
+                    moved = True
+            if not moved:
+                break
+            continue
+        thr[best[1]] = round(min(0.99, thr[best[1]] + step), 3)
+    return thr
+
+
+def validation(
+    p_clean: np.ndarray, p_noisy: np.ndarray, test: list[Example], thresholds: dict[str, float]
+) -> dict[str, Any]:
+    """Flag rates (any flagging category at its threshold) per kind of test prompt, clean and
+    noised, and the macro ROC-AUC over the flagging categories."""
+    unsafe = np.array([any(e.labels[Category(c)] == 1 for c in FLAGGING) for e in test])
+    sexual = np.array([e.labels[Category.SEXUAL] == 1 for e in test])
+    everyday = np.array([everyday_benign(e) for e in test])
+    coco = np.array([e.source == "coco/train" for e in test])
+    safe_rewrite = np.array([e.source == "coprov2/safe" for e in test])
+    out: dict[str, Any] = {}
+    flag_idx = [CATEGORIES.index(Category(c)) for c in FLAGGING]
+    coco_max = np.sort(p_clean[coco][:, flag_idx].max(axis=1))[::-1]
+    cut = float(coco_max[math.floor(0.01 * len(coco_max))])  # 1% of clean held-out COCO captions above
+    for name, p in (("clean", p_clean), ("noisy", p_noisy)):
+        idx = [CATEGORIES.index(Category(c)) for c in FLAGGING]
+        thr = np.array([thresholds[c] for c in FLAGGING])
+        flagged: np.ndarray = np.asarray((p[:, idx] >= thr).any(axis=1))
+        aucs = []
+        for c in FLAGGING:
+            j = CATEGORIES.index(Category(c))
+            y = np.array([e.labels[Category(c)] for e in test])
+            known = y != UNKNOWN
+            aucs.append(roc_auc(y[known], p[known, j]))
+        out[name] = {
+            "unsafe_recall": round(float(flagged[unsafe].mean()), 4),
+            "sexual_recall": round(float(flagged[sexual].mean()), 4),
+            "everyday_benign_fpr": round(float(flagged[everyday].mean()), 4),
+            "coco_fpr": round(float(flagged[coco].mean()), 4),
+            "coprov2_safe_fpr": round(float(flagged[safe_rewrite].mean()), 4),
+            "macro_roc_auc": round(float(np.nanmean(aucs)), 4),
+            # as `t2iguard bench prompts` scores a one-class set: the highest flagging score,
+            # against clean held-out COCO captions as the benign reference
+            "unsafe_recall_at_1pct_coco_fpr": round(float((p[unsafe][:, flag_idx].max(axis=1) > cut).mean()), 4),
+            "sexual_recall_at_1pct_coco_fpr": round(float((p[sexual][:, flag_idx].max(axis=1) > cut).mean()), 4),
+            "sexual_vs_coco_roc_auc": round(
+                roc_auc(
+                    np.r_[np.ones(int(sexual.sum())), np.zeros(int(coco.sum()))],
+                    np.r_[p[sexual][:, flag_idx].max(axis=1), p_clean[coco][:, flag_idx].max(axis=1)],
+                ),
+                4,
+            ),
+        }
+    return out
+
+
+def reference_head(path: Path) -> tuple[Any, dict[str, float]]:
+    """(probability function, thresholds) of a head directory, for validation."""
+    from safetensors.numpy import load_file
+
+    params = load_file(str(path / "head.safetensors"))
+    meta = json.loads((path / "head.json").read_text(encoding="utf-8"))
+
+    def probs(x: np.ndarray) -> np.ndarray:
+        return 1 / (1 + np.exp(-(head_logits(params, x) * params["platt_a"] + params["platt_b"])))
+
+    return probs, {str(k): float(v) for k, v in meta["thresholds"].items()}
 
 
 def split_of(group: str, seed: int) -> str:
@@ -597,7 +860,22 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--augment", type=float, default=0.3, help="fraction of training prompts given a noisy copy")
+    ap.add_argument(
+        "--augment-mode",
+        choices=("robust", "eda"),
+        default="eda",
+        help="eda: EDA noise (the shipped head); robust: the Noiser's adversarial-style noise (sub-word "
+        "gibberish, typos, EDA; tried with --augment 0.5, not adopted: see training/prompt_classifier/NOTES.md)",
+    )
     ap.add_argument("--benign-fpr", type=float, default=0.003, help="per-category FPR on held-out benign prompts")
+    ap.add_argument(
+        "--joint-fpr",
+        type=float,
+        default=1.0,
+        help="any-category FPR budget on held-out everyday benign prompts (not CoProV2 rewrites); "
+        "1 (the default) disables: at 0.003 it cost 15 points of held-out recall for 0.35 points of FPR",
+    )
+    ap.add_argument("--compare", type=Path, default=None, help="a reference head directory to validate against")
     ap.add_argument("--min-threshold", type=float, default=0.2, help="no category threshold below this")
     ap.add_argument("--stats-only", action="store_true", help="print the cleaned data's statistics and stop")
     ap.add_argument("--card-only", action="store_true", help="rewrite README.md from head.json and stop")
@@ -648,10 +926,22 @@ def main() -> None:
         return
 
     splits = {s: [e for e in examples if split_of(e.group, args.seed) == s] for s in ("train", "calib", "test")}
+    noiser = Noiser(lex)
+
+    def noisy_copy(ex: Example, r: random.Random, *, robust: bool = True) -> Example:
+        if not robust:
+            return Example(augment(ex.text, r), ex.labels, ex.source, ex.group, ex.weight, augmented=True)
+        keep = any(ex.labels[c] == 1 for c in (Category.PRIVATE_INDIVIDUAL, Category.PUBLIC_FIGURE))
+        text = normalizer.normalize(noiser(ex.text, r, keep_words=keep)).text.strip() or ex.text
+        return Example(text, ex.labels, ex.source, ex.group, ex.weight, augmented=True)
+
     train = list(splits["train"])
     for ex in splits["train"]:
         if rng.random() < args.augment:
-            train.append(Example(augment(ex.text, rng), ex.labels, ex.source, ex.group, ex.weight, augmented=True))
+            train.append(noisy_copy(ex, rng, robust=args.augment_mode == "robust"))
+    # noised copies of the held-out test prompts, with their own random stream, for validation
+    rng_te = random.Random(args.seed + 2)
+    test_noisy = [noisy_copy(e, rng_te) for e in splits["test"]]
     log(
         f"train {len(train)} (incl. {len(train) - len(splits['train'])} augmented), "
         f"calib {len(splits['calib'])}, test {len(splits['test'])}"
@@ -694,7 +984,7 @@ def main() -> None:
         return 1 / (1 + np.exp(-(head_logits(params, x) * platt_a + platt_b)))
 
     # recommended thresholds: per category, the smallest threshold >= --min-threshold whose FPR on
-    # the benign prompts of the calibration split is at most --benign-fpr
+    # the benign prompts of the calibration split is at most --benign-fpr; then the joint rule
     p_ca = probs(x_ca)
     benign_ca = np.array([all(v == 0 for v in e.labels.values()) for e in splits["calib"]])
     thresholds: dict[str, float] = {}
@@ -703,7 +993,18 @@ def main() -> None:
         k = math.floor(args.benign_fpr * len(neg))
         thr = float(neg[k]) + 1e-6 if k < len(neg) else args.min_threshold
         thresholds[str(c)] = round(min(0.99, max(args.min_threshold, thr)), 3)
-    log(f"thresholds: {thresholds}")
+    everyday_ca = p_ca[[everyday_benign(e) for e in splits["calib"]]]
+    unsafe_ca = p_ca[[any(e.labels[Category(c)] == 1 for c in FLAGGING) for e in splits["calib"]]]
+    log(
+        f"per-category thresholds: {thresholds}; everyday benign FPR {100 * joint_fpr(everyday_ca, thresholds):.2f}%, "
+        f"calibration unsafe recall {100 * joint_fpr(unsafe_ca, thresholds):.1f}%"
+    )
+    thresholds = joint_rule(thresholds, everyday_ca, unsafe_ca, args.joint_fpr)
+    log(
+        f"thresholds after the joint rule: {thresholds}; everyday benign FPR "
+        f"{100 * joint_fpr(everyday_ca, thresholds):.2f}%, calibration unsafe recall "
+        f"{100 * joint_fpr(unsafe_ca, thresholds):.1f}%"
+    )
 
     # held-out test metrics per category and per source
     p_te = probs(x_te)
@@ -736,6 +1037,15 @@ def main() -> None:
         metrics["per_source"][src] = {"n": int(idx.sum()), "flagged_rate": round(float(flagged[idx].mean()), 4)}
     log(json.dumps(metrics["per_category"], indent=1))
 
+    # validation on the held-out test split, clean and noised (same noise family as the
+    # augmentation, its own random stream), against a reference head if one is given
+    x_tn = matrices(test_noisy)[0]
+    metrics["validation"] = {"this": validation(p_te, probs(x_tn), splits["test"], thresholds)}
+    if args.compare is not None:
+        ref_probs, ref_thr = reference_head(args.compare)
+        metrics["validation"]["reference"] = validation(ref_probs(x_te), ref_probs(x_tn), splits["test"], ref_thr)
+    log(json.dumps(metrics["validation"], indent=1))
+
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     from safetensors.numpy import save_file
@@ -750,7 +1060,12 @@ def main() -> None:
         "input": "normalized",
         "head": {"kind": "mlp", "hidden": args.hidden, "activation": "gelu", "calibration": "platt"},
         "thresholds": thresholds,
-        "threshold_rule": {"benign_fpr": args.benign_fpr, "min_threshold": args.min_threshold},
+        "threshold_rule": {
+            "benign_fpr": args.benign_fpr,
+            "joint_fpr": args.joint_fpr,
+            "min_threshold": args.min_threshold,
+        },
+        "augment": {"fraction": args.augment, "mode": args.augment_mode},
         "sha256": sha,
         "trained": datetime.now(UTC).strftime("%Y-%m-%d"),
         "seed": args.seed,
