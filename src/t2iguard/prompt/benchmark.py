@@ -204,7 +204,8 @@ def stack_systems(
                     flagged["cascade"][i] = True  # rejected input: counted as flagged
                     tiers.append("input")
                     continue
-                flagged["cascade"][i] = d.action > Action.ALLOW
+                # flagged: a policy category acted on (augmentation such as `diversify` is no flag)
+                flagged["cascade"][i] = d.action > Action.ALLOW and (bool(d.flagged) or d.action >= Action.REVIEW)
                 tiers.append(_tier(d))
                 # the cascade's score: 1 where a tier flagged the prompt, else the learned tiers'
                 # probabilities (cheap tiers' unflagged evidence, e.g. weak terms, is not a score)
@@ -215,7 +216,7 @@ def stack_systems(
                         if r.stage in learned:
                             v = max(v, float(vec.get(str(c), 0.0)))
                         percat["cascade"][c][i] = max(percat["cascade"][c][i], v)
-                    if r.action > Action.ALLOW:
+                    if any(e.action > Action.ALLOW and e.category is not None for e in r.trace):
                         score["cascade"][i] = 1.0
                 score["cascade"][i] = max(
                     score["cascade"][i], max((percat["cascade"][c][i] for c in enforced), default=0.0)
