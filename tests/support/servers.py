@@ -28,22 +28,10 @@ class StubServer:
 
 
 @contextmanager
-def openai_stub(tmp_path: Path, rules: list[dict[str, Any]], default: str = '{"verdicts": []}') -> Iterator[StubServer]:
-    """Run ``openai_server.py`` with ``rules`` on a free loopback port."""
-    rules_file = tmp_path / "rules.json"
-    rules_file.write_text(json.dumps(rules))
-    log = tmp_path / "requests.jsonl"
+def _stub_process(script: str, args: list[str], log: Path) -> Iterator[StubServer]:
+    """Run ``script`` (it prints ``PORT n`` once listening on loopback) and stop it on exit."""
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(HERE / "openai_server.py"),
-            "--rules",
-            str(rules_file),
-            "--log",
-            str(log),
-            "--default",
-            default,
-        ],
+        [sys.executable, str(HERE / script), *args, "--log", str(log)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -57,9 +45,9 @@ def openai_stub(tmp_path: Path, rules: list[dict[str, Any]], default: str = '{"v
             if line.startswith("PORT "):
                 break
             if proc.poll() is not None:
-                raise RuntimeError(f"stub server exited: {proc.stderr.read() if proc.stderr else ''}")
+                raise RuntimeError(f"{script} exited: {proc.stderr.read() if proc.stderr else ''}")
         else:
-            raise RuntimeError("stub server did not start")
+            raise RuntimeError(f"{script} did not start")
         port = int(line.split()[1])
         yield StubServer(base_url=f"http://127.0.0.1:{port}/v1", log=log, process=proc)
     finally:
@@ -72,28 +60,19 @@ def openai_stub(tmp_path: Path, rules: list[dict[str, Any]], default: str = '{"v
 
 
 @contextmanager
+def openai_stub(tmp_path: Path, rules: list[dict[str, Any]], default: str = '{"verdicts": []}') -> Iterator[StubServer]:
+    """Run ``openai_server.py`` with ``rules`` on a free loopback port."""
+    rules_file = tmp_path / "rules.json"
+    rules_file.write_text(json.dumps(rules))
+    with _stub_process(
+        "openai_server.py", ["--rules", str(rules_file), "--default", default], tmp_path / "requests.jsonl"
+    ) as server:
+        yield server
+
+
+@contextmanager
 def images_stub(tmp_path: Path) -> Iterator[StubServer]:
     """Run ``images_server.py`` (OpenAI images contract + AUTOMATIC1111 API) on a free loopback
     port; ``base_url`` is the OpenAI base (``.../v1``), the A1111 API is at the same host."""
-    log = tmp_path / "images-requests.jsonl"
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE / "images_server.py"), "--log", str(log)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.startswith("PORT "):
-            proc.wait(timeout=10)
-            raise RuntimeError(f"images server did not start: {proc.stderr.read() if proc.stderr else ''}")
-        port = int(line.split()[1])
-        yield StubServer(base_url=f"http://127.0.0.1:{port}/v1", log=log, process=proc)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with _stub_process("images_server.py", [], tmp_path / "images-requests.jsonl") as server:
+        yield server
