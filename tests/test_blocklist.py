@@ -196,3 +196,20 @@ def test_fuzzy_matching_spares_names_and_first_letter_changes(matcher: Blocklist
 def test_fuzzy_matching_still_catches_typos_in_lower_case_and_headlines(matcher: BlocklistMatcher) -> None:
     assert scores(matcher, "a nakd woman")[Category.SEXUAL] >= 0.9
     assert scores(matcher, "A Nakd Woman On The Beach")[Category.SEXUAL] >= 0.9  # headline case
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "A s-i-g-n r*e*a*d*s welcome",  # "r*e*a" is not the term "r34" inside the word "reads"
+        "lights flash in the n i g h t",  # a slur's letters inside a spelled-out "night"
+    ],
+)
+def test_terms_do_not_match_inside_spelled_out_words(matcher: BlocklistMatcher, prompt: str) -> None:
+    assert [m.matched for m in matcher.match(matcher.normalizer.normalize(prompt))] == []
+
+
+@pytest.mark.parametrize(("prompt", "term"), [("a s e x y w o m a n", "sexy"), ("a n.a.k.e.d woman", "naked")])
+def test_spelled_out_terms_still_match(matcher: BlocklistMatcher, prompt: str, term: str) -> None:
+    hits = matcher.match(matcher.normalizer.normalize(prompt))
+    assert term in [m.term.phrase for m in hits]

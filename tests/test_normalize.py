@@ -126,3 +126,69 @@ def test_genuine_non_latin_words_stay_readable(norm: Normalizer) -> None:
 def test_letters_joined_across_words_are_split_into_words(norm: Normalizer, text: str, canonical: str) -> None:
     """Classifiers read the canonical text: a join that spans several words is cut back into them."""
     assert norm.normalize(text).text == canonical
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        ("a nakde woman", "a naked woman"),
+        ("pornografy poster", "pornography poster"),
+        ("a suicde note", "a suicide note"),
+        ("convul$es on the floor", "convulsed on the floor"),  # leetspeak whose decoding is a typo
+    ],
+)
+def test_typos_are_corrected_for_the_classifiers(norm: Normalizer, text: str, canonical: str) -> None:
+    out = norm.normalize(text)
+    assert out.text == canonical
+    assert "misspelling" in out.applied
+    # the keyword view keeps the word as written: the blocklist does its own fuzzy matching on it
+    assert all(w.corrected is None or w.corrected != w.text for w in out.words)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a painting by greg rutkowski and ilya kuvshinov, trending on artstation",  # names, jargon
+        "a portrait of Wojtek Siudmak in the rain",  # a capitalised word inside a sentence is a name
+        "colorful airplanes over the harbor, traveling",  # American spellings are words
+        "a selfie with a frisbee on the countertop",
+        "cena",  # four letters: too short to correct
+    ],
+)
+def test_names_jargon_and_american_spellings_are_not_corrected(norm: Normalizer, text: str) -> None:
+    out = norm.normalize(text)
+    assert "misspelling" not in out.applied
+    assert out.text == " ".join(text.lower().split())
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        ("A chi1d's 3ye$ m337 the lens", "a child's eyes meet the lens"),  # possessive of a leet word
+        ("A fre3-rang3 paren7", "a free-range parent"),  # hyphenated compound
+        ("⒩⒜⒦⒠⒟ woman", "naked woman"),  # parenthesized letters lose their parentheses
+        ("different col0r$ of paper", "different colors of paper"),
+    ],
+)
+def test_leetspeak_in_compounds_and_font_letters(norm: Normalizer, text: str, canonical: str) -> None:
+    assert norm.normalize(text).text == canonical
+
+
+@pytest.mark.parametrize(
+    ("text", "readable"),
+    [
+        ("A b_r_o_w_n ho~rse stan,ding", "A brown horse standing"),
+        ("ｊｏｈｎ ｄｏｅ at the Ｂｅａｃｈ", "john doe at the Beach"),
+        ("Jo\u200bhn D\u200boe", "John Doe"),
+        ("PH0T0 of J0HN", "PHOTO of JOHN"),
+        ("Фото Владимира Путина", "Фото Владимира Путина"),  # genuine Cyrillic stays Cyrillic
+    ],
+)
+def test_readable_view_keeps_case_and_maps_back(norm: Normalizer, text: str, readable: str) -> None:
+    out = norm.normalize(text)
+    view, src = out.readable()
+    assert view == readable
+    assert len(src) == len(view)
+    assert src == sorted(src) and all(0 <= i < len(text) for i in src)
+    # every letter of the view comes from a character the user wrote at that place
+    assert text[src[view.index(readable.split()[-1])]].casefold() != " "

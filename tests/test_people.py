@@ -191,3 +191,31 @@ def test_symbols_and_codes_are_not_people() -> None:
     for prompt in ("C++ and C# code on a screen", "R2-D2 in the desert", "a #1 trophy"):
         d = stack.check_prompt(prompt)
         assert "private_individual" not in {str(c) for c in d.categories if d.categories[c] >= 0.5}, prompt
+
+
+@pytest.mark.parametrize(
+    ("prompt", "name"),
+    [
+        ("Jo\u200bhn D\u200boe in the shower", "Jo\u200bhn D\u200boe"),  # zero-width characters
+        ("Ｊｏｈｎ Ｄｏｅ in the shower", "Ｊｏｈｎ Ｄｏｅ"),  # full-width letters
+        ("J.o.h.n D-o-e in the shower", "J.o.h.n D-o-e"),  # separators
+    ],
+)
+def test_obfuscated_names_are_found_and_spans_point_at_what_was_written(
+    analyzer: PeopleAnalyzer, prompt: str, name: str
+) -> None:
+    people = analyzer.analyze(prompt).people
+    assert [p.text for p in people] == [name]
+    assert prompt[people[0].start : people[0].end] == name
+    assert people[0].private
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "A b_r_o_w_n ho~rse stan,ding on a d,irt fi,eld.",  # separators made "rse stan" look like a name
+        "Ａ ｂｒｏｗｎ ｈｏｒｓｅ ｓｔａｎｄｉｎｇ ｏｎ ａ ｆｉｅｌｄ.",
+    ],
+)
+def test_obfuscation_does_not_invent_people(analyzer: PeopleAnalyzer, prompt: str) -> None:
+    assert analyzer.analyze(prompt).people == ()

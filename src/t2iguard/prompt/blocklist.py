@@ -38,6 +38,7 @@ from t2iguard.prompt.normalize import (
     SKELETON_LETTERS,
     NormalizedText,
     Normalizer,
+    Word,
     default_normalizer,
     english_vocabulary,
 )
@@ -118,6 +119,27 @@ def _runs(skeleton: str) -> list[tuple[str, int, int, int]]:
         out.append((ch, j - i, i, j))
         i = j
     return out
+
+
+def _match_bounds(w: Word) -> frozenset[int]:
+    """Where a term may start or end inside a word: at every piece boundary of a word pieced together
+    from separators, unless the normalizer read it as vocabulary. Then only at its ends and between the
+    words it splits into, so that spelled-out "r*e*a*d*s" ("reads") does not hold the term "r34",
+    nor "n i g h t" a slur."""
+    if not w.joined:
+        return w.bounds
+    canon = w.canonical
+    letters = canon.replace(" ", "")
+    if len(letters) != len(w.text) or not letters.isalpha():
+        return w.bounds
+    cuts = {0, len(w.text)}
+    k = 0
+    for ch in canon:
+        if ch == " ":
+            cuts.add(k)
+        else:
+            k += 1
+    return frozenset(cuts)
 
 
 class BlocklistMatcher:
@@ -205,7 +227,7 @@ class BlocklistMatcher:
                 e = end_idx + 1
                 s = e - len(key)
                 ws, we = run_word[s], run_word[e - 1]
-                if run_start[s] not in words[ws].bounds or run_end[e - 1] not in words[we].bounds:
+                if run_start[s] not in _match_bounds(words[ws]) or run_end[e - 1] not in _match_bounds(words[we]):
                     continue
                 crossings = [k - s for k in range(s + 1, e) if run_word[k] != run_word[k - 1]]
                 for c in compiled:

@@ -279,6 +279,17 @@ class Gazetteer:
         return cls(figures, fuzzy_cutoff=fuzzy_cutoff)
 
 
+def name_words(figures: Iterable[PublicFigure] | None = None) -> frozenset[str]:
+    """Every word of the figures' names and aliases, folded ("cena", "rutkowski"): words that a
+    spelling corrector must leave alone."""
+    figs = load_figures(builtin_path()) if figures is None else figures
+    out: set[str] = set()
+    for f in figs:
+        for n in (f.name, *f.aliases):
+            out.update(w for w in fold_name(n).split() if w.isalpha())
+    return frozenset(out)
+
+
 def builtin_path() -> Path:
     return Path(str(resources.files("t2iguard.prompt").joinpath("data/public_figures.csv")))
 

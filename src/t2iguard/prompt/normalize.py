@@ -9,7 +9,10 @@ Ring-A-Bell prompt sets). :class:`Normalizer` undoes them:
 * removal of zero-width, format, control and combining characters; diacritics stripped,
 * leetspeak (``n4k3d``, ``k1ll``, ``$ex``) inside words that contain letters,
 * separators inside words (``s u i c i d e``, ``n.a.k.e.d``, ``n-a-k-e-d``, ``n_a_k_e_d``),
-* repeated letters (``naaaaked``), matched by run length so that ``as`` never matches ``ass``.
+* repeated letters (``naaaaked``), matched by run length so that ``as`` never matches ``ass``,
+* typos (``nakde``, ``suicde``) in the classifiers' text only: a word outside the vocabulary is
+  replaced by its spelling correction (:mod:`t2iguard.prompt.spelling`); keyword matching keeps
+  its own fuzzy matching on the word as written.
 
 The result keeps the original text for display, a canonical text for classifiers, and for every
 word the index of each character in the original, so evidence can point at what the user wrote.
@@ -22,7 +25,7 @@ import json
 import re
 import unicodedata
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib import resources
 from typing import ClassVar
@@ -30,7 +33,8 @@ from typing import ClassVar
 from t2iguard.core.decision import StageResult
 from t2iguard.core.stage import ModelCache, PromptContext, PromptStage
 from t2iguard.core.types import Phase
-from t2iguard.prompt.vocabulary import Vocabulary
+from t2iguard.prompt.spelling import SpellCorrector
+from t2iguard.prompt.vocabulary import Vocabulary, extra_english_words
 
 # Leetspeak: what a digit or symbol stands for inside a word that also has letters.
 LEET: dict[str, str] = {
@@ -76,6 +80,7 @@ _LOOKALIKES: dict[str, str] = {
 }  # fmt: skip
 # "LATIN LETTER SMALL CAPITAL N" (ɴ): small capitals have no decomposition to fold through.
 _SMALL_CAPITAL_RE = re.compile(r"^(?:LATIN LETTER|MODIFIER LETTER) SMALL CAPITAL ([A-Z])$")
+_PARENTHESIZED_RE = re.compile(r"^PARENTHESIZED LATIN SMALL LETTER ([A-Z])$")
 # Single letters spelled out with one symbol that is otherwise read as leetspeak ("n+u+d+e", "n|u|d|e").
 _SPELLED_RE = re.compile(rf"^[^\W_](?P<sep>[{re.escape(_INNER_SYMBOLS)}])[^\W_](?:(?P=sep)[^\W_])+$")
 
@@ -119,6 +124,7 @@ class Word:
     joined: bool = False
     masked: tuple[tuple[int, int], ...] = ()  # (position in text, number of mask characters)
     gaps: tuple[str, ...] = ()
+    corrected: str | None = None  # spelling correction of ``canonical`` (a word outside the vocabulary)
 
     @property
     def start(self) -> int:
@@ -151,6 +157,54 @@ class NormalizedText:
     def changed(self) -> bool:
         return bool(self.applied)
 
+    def readable(self) -> tuple[str, list[int]]:
+        """The prompt with its obfuscations undone but its case kept, for a named-entity recogniser
+        (which keys on capitals and reads "ho~rse stan,ding" as a name): each word that normalization
+        changed is replaced by its canonical form (not the spelling correction: names are no typos),
+        capitalised as the user wrote it; invisible characters between words are dropped.
+
+        Returns (text, index in ``original`` of each character of the text)."""
+        original = self.original
+        if not self.applied and original.isascii() and original.isprintable():
+            return original, list(range(len(original)))
+        out: list[str] = []
+        src: list[int] = []
+        cursor = 0
+        for w in self.words:
+            _readable_gap(original, cursor, w.start, out, src)
+            raw = original[w.start : w.end]
+            plain_ascii = raw.isascii() and raw.isprintable()
+            if plain_ascii and (
+                raw.lower() == w.canonical
+                # one natural in-word mark ("John's", "well-known") is punctuation, not obfuscation
+                or (len(w.gaps) == 1 and w.gaps[0] in ("'", "-") and raw.lower().replace(w.gaps[0], "") == w.canonical)
+            ):
+                out.append(raw)
+                src.extend(range(w.start, w.end))
+            elif len(w.canonical.replace(" ", "")) == len(w.text):
+                # letter for letter (decoded, joined, perhaps split into words): each letter takes
+                # the case and the position of the character it came from
+                k = 0
+                letters = [c for c in raw if c.isalpha()]
+                shout = len(letters) > 1 and all(c.isupper() for c in letters)  # "PH0T0"
+                for ch in w.canonical:
+                    i = w.src[min(k, len(w.src) - 1)]
+                    if ch == " ":
+                        out.append(" ")
+                    else:
+                        upper = original[i].isupper() if original[i].isalpha() else shout
+                        out.append(ch.upper() if upper else ch)
+                        k += 1
+                    src.append(i)
+            else:
+                form = _recase(w.canonical, raw)
+                n = len(form)
+                out.append(form)
+                src.extend(w.src[-1] if k == n - 1 else w.src[min(k, len(w.src) - 1)] for k in range(n))
+            cursor = w.end
+        _readable_gap(original, cursor, len(original), out, src)
+        return "".join(out), src
+
 
 class Normalizer:
     """Computes :class:`NormalizedText`. Stateless apart from caches; safe to share.
@@ -159,8 +213,16 @@ class Normalizer:
     repeats only where that yields a real word (so ``4k wallpaper`` stays as written).
     """
 
-    def __init__(self, vocabulary: Vocabulary | None = None, extra_words: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        vocabulary: Vocabulary | None = None,
+        extra_words: Iterable[str] = (),
+        speller: SpellCorrector | None = None,
+        keep: Iterable[str] = (),
+    ) -> None:
         self.vocabulary = vocabulary.with_words(extra_words) if vocabulary else None
+        self.speller = speller if vocabulary is not None else None
+        self.keep = frozenset(w.lower() for w in keep)  # never spell-corrected (names)
         self._fold = lru_cache(maxsize=65536)(self._fold_char)
 
     # ---- character folding -------------------------------------------------------------
@@ -173,6 +235,10 @@ class Normalizer:
         """
         if c in _EXTRA_FOLDS:
             return _EXTRA_FOLDS[c], "homoglyph", _EXTRA_FOLDS[c]
+        parenthesized = _PARENTHESIZED_RE.match(unicodedata.name(c, ""))
+        if parenthesized:  # "⒩" is "(n)" under NFKC: the letter without its parentheses
+            letter = parenthesized.group(1).lower()
+            return letter, "nfkc", letter
         cat = unicodedata.category(c)
         if cat in _INVISIBLE_CATEGORIES:
             return "", "invisible", ""
@@ -313,15 +379,43 @@ class Normalizer:
         words: list[Word] = []
         out_parts: list[str] = []
         cursor = 0
+        headline = self.speller is not None and _headline(text)
         for group, group_gaps in zip(groups, gaps, strict=True):
             word = self._word(folded, src, group, group_gaps, applied, plain)
+            # a capitalised word inside a sentence is a name, not a typo ("by Berner")
+            proper = bool(words) and not headline and _title_case(text[word.start : word.end])
+            corrected = None if proper else self._correction(word)
+            if corrected is not None:
+                word = replace(word, corrected=corrected)
+                applied.add("misspelling")
             words.append(word)
             out_parts.append(folded[cursor : group[0][0]])
-            out_parts.append(word.canonical)
+            out_parts.append(word.corrected or word.canonical)
             cursor = group[-1][1]
         out_parts.append(folded[cursor:])
         canonical = " ".join("".join(out_parts).split())
         return NormalizedText(original=text, text=canonical, words=tuple(words), applied=frozenset(applied))
+
+    def _correction(self, word: Word) -> str | None:
+        """The spelling correction of a word outside the vocabulary (letters only), or None."""
+        if self.speller is None or self.vocabulary is None:
+            return None
+        c = word.canonical
+        if c in self.vocabulary or word.text in self.vocabulary or c in self.keep:
+            return None
+        if c.isalpha():
+            return self.speller.correct(c)
+        text = word.text
+        letters = sum(ch.isalpha() for ch in text)
+        if c != text or letters * 2 < len(text) or not all(ch.isalpha() or ch in LEET for ch in text):
+            return None
+        # leetspeak whose decoding is a typo ("wr17713n" -> "writtien" -> "written")
+        for cand in self._candidates(text, True, _RUN3_RE.search(text) is not None):
+            if cand.isalpha():
+                fixed = self.speller.correct(cand)
+                if fixed is not None:
+                    return fixed
+        return None
 
     def _symbol_separated(self, piece: str) -> bool:
         """True when the ``!|+`` inside ``piece`` separate the parts of a word rather than stand for
@@ -473,6 +567,11 @@ class Normalizer:
         for cand in self._candidates(text, leet, repeated):
             if cand in vocab:
                 return cand
+        if len(group) > 1 and (leet or repeated):
+            # pieces that are words of their own once decoded ("chi1d's", "fre3-rang3")
+            per_piece = self._decode_pieces(folded, group)
+            if per_piece is not None:
+                return per_piece
         if joined and not repeated and any(e - s == 1 for s, e in group):
             # pieces joined across separators that span several words ("a l:e:w:d", "e/y/e/s c:o:l:d"):
             # read them as the fewest vocabulary words cut at piece boundaries, for the classifiers
@@ -480,10 +579,38 @@ class Normalizer:
                 words = self._segment(cand, cuts, spaced)
                 if words:
                     return " ".join(words)
-        if joined and len(group) >= 3 and all(e - s == 1 for s, e in group) and has_alpha:
+        if (
+            joined
+            and len(group) >= 3
+            and all(e - s == 1 for s, e in group)
+            and 2 * sum(folded[s].isalpha() for s, _ in group) >= len(group)  # not "f/1.4"
+        ):
             # letters spelled out one by one are meant as one word even if it is not in the list
             return next(iter(self._candidates(text, leet, False)))
         return as_written
+
+    def _decode_pieces(self, folded: str, group: list[tuple[int, int]]) -> str | None:
+        """Each piece of a joined word decoded on its own (a leetspeak ``s`` after an apostrophe is
+        the possessive), the separators kept; None when no piece decodes to a word."""
+        vocab = self.vocabulary
+        assert vocab is not None
+        out: list[str] = []
+        changed = False
+        for i, (s, e) in enumerate(group):
+            piece = folded[s:e]
+            gap = folded[group[i - 1][1] : s] if i else ""
+            p_alpha = any(c.isalpha() for c in piece)
+            p_leet = p_alpha and any(c in LEET and not c.isalpha() for c in piece)
+            p_rep = _RUN3_RE.search(piece) is not None
+            decoded = piece
+            if piece in ("5", "$") and gap in ("'", "’") and changed:
+                decoded = "s"
+            elif p_leet or p_rep:
+                decoded = next((c for c in self._candidates(piece, p_leet, p_rep) if c in vocab), piece)
+            changed = changed or decoded != piece
+            out.append(gap)
+            out.append(decoded)
+        return "".join(out) if changed else None
 
     def _segment(self, text: str, cuts: frozenset[int], spaced: frozenset[int] = frozenset()) -> list[str] | None:
         """The fewest words of the vocabulary (two letters or more, or "a"/"i") that ``text`` splits
@@ -539,22 +666,70 @@ class Normalizer:
                     yield v
 
 
+def _readable_gap(text: str, start: int, end: int, out: list[str], src: list[int]) -> None:
+    """Copy ``text[start:end]`` (what lies between words) without invisible characters, with
+    full-width punctuation folded."""
+    for i in range(start, end):
+        ch = text[i]
+        if not ch.isascii():
+            if unicodedata.category(ch) in _INVISIBLE_CATEGORIES:
+                continue
+            folded = unicodedata.normalize("NFKC", ch)
+            if len(folded) == 1:
+                ch = folded
+        out.append(ch)
+        src.append(i)
+
+
+def _title_case(raw: str) -> bool:
+    letters = [c for c in raw if c.isalpha()]
+    return len(letters) > 1 and letters[0].isupper() and not any(c.isupper() for c in letters[1:])
+
+
+def _headline(text: str) -> bool:
+    """Most words capitalised ("Portrait Of A Knight"): capitals then say nothing about names."""
+    words = re.findall(r"[^\W\d_]{2,}", text)
+    return len(words) >= 3 and sum(w[0].isupper() for w in words) > 0.6 * len(words)
+
+
+def _recase(word: str, raw: str) -> str:
+    """``word`` (lower case) capitalised like ``raw``: all capitals, a capital first letter, or none."""
+    letters = [c for c in raw if c.isalpha()]
+    if not letters or not letters[0].isupper():
+        return word
+    if len(letters) > 1 and all(c.isupper() for c in letters):
+        return word.upper()
+    return word[:1].upper() + word[1:]
+
+
 def _is_word(fragment: str, vocab: Vocabulary) -> bool:
     """A fragment that stands as a word on its own (single letters only as "a" and "i")."""
     return fragment in ("a", "i") if len(fragment) == 1 else fragment in vocab
 
 
 def english_vocabulary(models: ModelCache) -> Vocabulary:
-    """The English vocabulary, loaded once per :class:`ModelCache`."""
-    return models.get(("vocabulary", "english"), Vocabulary.english)
+    """The wide English vocabulary (:meth:`Vocabulary.english_wide`), loaded once per :class:`ModelCache`."""
+    return models.get(("vocabulary", "english_wide"), Vocabulary.english_wide)
+
+
+def spell_corrector(models: ModelCache) -> SpellCorrector:
+    """The spelling corrector over the bundled dictionary and the wide vocabulary's extra words."""
+    return models.get(("speller", "english"), lambda: SpellCorrector(extra_words=extra_english_words()))
 
 
 def default_normalizer(models: ModelCache) -> Normalizer:
     """The normalizer shared by the prompt stages: English words plus the built-in lexicon's."""
+    from t2iguard.prompt.gazetteer import name_words
     from t2iguard.prompt.lexicon import Lexicon
+    from t2iguard.prompt.people import given_names
 
     def build() -> Normalizer:
-        return Normalizer(english_vocabulary(models), Lexicon.builtin().words())
+        return Normalizer(
+            english_vocabulary(models),
+            Lexicon.builtin().words(),
+            speller=spell_corrector(models),
+            keep=name_words() | given_names(),
+        )
 
     return models.get(("normalizer", "default"), build)
 
@@ -568,7 +743,9 @@ class NormalizeStage(PromptStage):
         return default_normalizer(self.models)
 
     def warmup(self) -> None:
-        self._normalizer()
+        normalizer = self._normalizer()
+        if normalizer.speller is not None:
+            normalizer.speller.load()
 
     def scan(self, ctx: PromptContext) -> StageResult:
         normalized = self._normalizer().normalize(ctx.text)

@@ -26,8 +26,8 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Container
-from dataclasses import dataclass, field
+from collections.abc import Callable, Container
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -503,8 +503,12 @@ class PeopleAnalyzer:
         cache_size: int = 512,
         min_score: float = 0.5,
         dictionary: Container[str] = frozenset(),
+        readable: Callable[[str], tuple[str, list[int]]] | None = None,
     ) -> None:
         self.gazetteer = gazetteer
+        # the view of the prompt the recogniser reads: obfuscations undone, case kept (see
+        # NormalizedText.readable); spans are mapped back to the prompt as written
+        self._readable = readable
         self.min_score = min_score
         self._analyzer = _build_analyzer(gazetteer, common)
         self._common = common
@@ -523,7 +527,8 @@ class PeopleAnalyzer:
             if hit is not None:
                 self._cache.move_to_end(text)
                 return hit
-        result = self._analyze(text)
+        view, src = self._view(text)
+        result = self._analyze(view) if src is None else _remap(self._analyze(view), text, src)
         with self._lock:
             self._cache[text] = result
             while len(self._cache) > self._cache_size:
@@ -534,11 +539,22 @@ class PeopleAnalyzer:
         todo = [t for t in dict.fromkeys(texts) if t not in self._cache]
         if len(todo) > 1:
             engine = self._analyzer.nlp_engine
-            for text, artifacts in engine.process_batch(todo, "en", batch_size=min(64, len(todo))):
-                res = self._analyze(text, artifacts)
+            views = [self._view(t) for t in todo]
+            batch = engine.process_batch([v for v, _ in views], "en", batch_size=min(64, len(todo)))
+            for text, (view, src), (_, artifacts) in zip(todo, views, batch, strict=True):
+                res = self._analyze(view, artifacts)
+                if src is not None:
+                    res = _remap(res, text, src)
                 with self._lock:
                     self._cache[text] = res
         return [self.analyze(t) for t in texts]
+
+    def _view(self, text: str) -> tuple[str, list[int] | None]:
+        """The text the recogniser reads and its map back (None when it is ``text`` itself)."""
+        if self._readable is None:
+            return text, None
+        view, src = self._readable(text)
+        return (text, None) if view == text else (view, src)
 
     def _analyze(self, text: str, artifacts: Any = None) -> PeopleAnalysis:
         nlp_text = text
@@ -606,6 +622,28 @@ class PeopleAnalyzer:
         return PeopleAnalysis(text=text, people=tuple(people), pii=tuple(pii), tokens=tokens)
 
 
+def _remap(res: PeopleAnalysis, original: str, src: list[int]) -> PeopleAnalysis:
+    """An analysis of the readable view, with spans and texts of the prompt as written."""
+
+    def span(start: int, end: int) -> tuple[int, int]:
+        if not src:
+            return 0, 0
+        a = src[min(start, len(src) - 1)]
+        b = src[min(max(end, start + 1), len(src)) - 1] + 1
+        return a, max(a, b)
+
+    people = []
+    for m in res.people:
+        a, b = span(m.start, m.end)
+        people.append(replace(m, start=a, end=b, text=original[a:b]))
+    pii = []
+    for p in res.pii:
+        a, b = span(p.start, p.end)
+        pii.append(replace(p, start=a, end=b, text=original[a:b]))
+    tokens = tuple((t, label, span(idx, idx + 1)[0]) for t, label, idx in res.tokens)
+    return PeopleAnalysis(text=original, people=tuple(people), pii=tuple(pii), tokens=tokens)
+
+
 _NAME_PUNCT = frozenset(" -'.’,")
 
 
@@ -644,12 +682,17 @@ def get_people_analyzer(
     models: ModelCache, gazetteer: tuple[str, ...] = ("builtin",), fuzzy_cutoff: float = 88.0
 ) -> PeopleAnalyzer:
     """The analyzer for a gazetteer configuration, loaded once per model cache."""
+    from t2iguard.prompt.normalize import default_normalizer
+
     key = ("people-analyzer", gazetteer, fuzzy_cutoff)
-    return models.get(
-        key,
-        lambda: PeopleAnalyzer(
+
+    def build() -> PeopleAnalyzer:
+        normalizer = default_normalizer(models)
+        return PeopleAnalyzer(
             Gazetteer.load(gazetteer, fuzzy_cutoff=fuzzy_cutoff),
             common_words(models),
             dictionary=models.get(("vocabulary", "english", 0), _english),
-        ),
-    )
+            readable=lambda text: normalizer.normalize(text).readable(),
+        )
+
+    return models.get(key, build)

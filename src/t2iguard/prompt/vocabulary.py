@@ -4,10 +4,18 @@ Fuzzy matching and leetspeak decoding are only safe on tokens that are *not* ord
 ("baked" is one edit from "naked"), so both consult this list. The words come from the English
 frequency dictionary bundled with ``symspellpy`` (MIT; 82,765 words derived from SCOWL and Google
 Books n-grams), loaded from the installed package, never downloaded.
+
+That dictionary spells British ("colours", "harbour", "travelling") and lacks the American forms that
+most prompts use. :meth:`Vocabulary.english_wide` adds the whole words of the MiniLM WordPiece
+vocabulary that ships with the prompt classifier (American spellings, names, places) and a short
+supplement written for t2iguard (``data/words_en_supplement.txt``: "selfie", "frisbee", "artstation").
+The normalizer, the blocklist and the spelling corrector use the wide list; the people recogniser keeps
+the dictionary alone (names must stay names there).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
@@ -57,3 +65,25 @@ class Vocabulary:
         if not ref.is_file():
             raise ConfigurationError(f"symspellpy is installed but has no {_DICT_FILE}")
         return cls.from_file(Path(str(ref)), min_count=min_count)
+
+    @classmethod
+    def english_wide(cls) -> Vocabulary:
+        """The English dictionary plus WordPiece whole words and the supplement (see module doc)."""
+        return cls.english().with_words(extra_english_words())
+
+
+def extra_english_words() -> list[str]:
+    """Whole words (letters only, four or more: shorter ones are mostly abbreviations, "ak", "fia")
+    of the bundled MiniLM WordPiece vocabulary, and the
+    supplement list; both read from files inside the package."""
+    pkg = resources.files("t2iguard.prompt")
+    tok = pkg.joinpath("models/minilm/tokenizer.json")
+    if not tok.is_file():
+        raise ConfigurationError(f"the bundled tokenizer is missing: {tok}")
+    vocab = json.loads(tok.read_text(encoding="utf-8"))["model"]["vocab"]
+    words = [w for w in vocab if len(w) > 3 and w.isascii() and w.isalpha()]
+    for line in pkg.joinpath("data/words_en_supplement.txt").read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            words.append(line.lower())
+    return words
