@@ -191,6 +191,56 @@ def test_rewrite_that_is_still_flagged_is_blocked() -> None:
     assert d.action == Action.BLOCK and "still flagged" in (d.decided_by[0].message or "")
 
 
+class AddsFlag(PromptTransform):
+    """An augmentation that (wrongly) adds words the checks flag."""
+
+    optional: ClassVar[bool] = True
+
+    def scan(self, ctx: PromptContext) -> StageResult:
+        new = ctx.text + " flag-me"
+        return self.result(
+            [], prompt=new, changes=[Change(stage=self.name, kind="augment", before=ctx.text, after=new, reason="a")]
+        )
+
+
+class AddsWords(PromptTransform):
+    """A required rewrite that appends harmless words."""
+
+    def scan(self, ctx: PromptContext) -> StageResult:
+        new = ctx.text + ", calm"
+        return self.result(
+            [], prompt=new, changes=[Change(stage=self.name, kind="rewrite", before=ctx.text, after=new, reason="r")]
+        )
+
+
+def test_optional_rewrite_flagged_on_recheck_is_dropped_not_refused() -> None:
+    reg = registry()
+    reg.register("adds_flag", AddsFlag)
+    reg.register("adds_words", AddsWords)
+    pol = policy_from_dict(
+        {
+            "name": "t",
+            "categories": {"sexual": {"action": "block", "threshold": 0.5}},
+            "stages": [{"stage": "counts"}, {"stage": "adds_flag"}, {"stage": "adds_words"}],
+        }
+    )
+    s = SafetyStack(pol, registry=reg)
+    d = s.check_prompt("a lake at dawn")
+    # the augmentation is dropped, the required rewrite is kept and re-checked
+    assert d.allowed and d.prompt == "a lake at dawn, calm"
+    assert [c.stage for c in d.changes] == ["adds_words"]
+    dropped = [e for e in d.trace if e.stage == "pipeline" and e.evidence.get("dropped") == ["adds_flag"]]
+    assert dropped and "sexual" in (dropped[0].message or "")
+    # a prompt that is flagged as written is still refused
+    assert s.check_prompt("flag-me at dawn").action == Action.BLOCK
+    # a required rewrite that is flagged on re-check still blocks
+    AddsFlag.optional = False
+    try:
+        assert SafetyStack(pol, registry=reg).check_prompt("a lake at dawn").action == Action.BLOCK
+    finally:
+        AddsFlag.optional = True
+
+
 def test_batch_keeps_order_and_reports_bad_inputs_in_place() -> None:
     s = SafetyStack()
     out = s.check_prompts(["a calm lake", "", 42, "a n4k3d man", "x" * 5000, b"\xff\xfe"])

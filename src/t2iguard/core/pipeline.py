@@ -227,13 +227,74 @@ class SafetyStack:
         transforms = [s for s in self.stages(Phase.PROMPT_TRANSFORM) if isinstance(s, PromptStage)]
         self._run_prompt_stages(checks, Phase.PROMPT_CHECK, states)
         active = [s for s in states if not s.stopped and s.ctx.proposed < Action.REVIEW]
-        if transforms and active:
-            self._run_prompt_stages(transforms, Phase.PROMPT_TRANSFORM, active, transform=True)
-            changed = [s for s in active if not s.stopped and s.ctx.text != s.ctx.original]
-            for s in changed:
-                s.rechecked = True
-            if changed:
-                self._run_prompt_stages(checks, Phase.PROMPT_CHECK, changed, recheck=True)
+        if not transforms or not active:
+            return
+        snapshots = {id(s): (len(s.results), len(s.ctx.results), len(s.changes), s.ctx.normalized) for s in active}
+        self._transform_and_recheck(checks, transforms, active)
+        # optional rewrites (diversity) that the re-check flags are dropped, not refused
+        optional = {t.name for t in transforms if getattr(t, "optional", False)}
+        required = [t for t in transforms if t.name not in optional]
+        regressed = [
+            s
+            for s in active
+            if s.rechecked
+            and s.ctx.proposed >= Action.REVIEW
+            and any(c.stage in optional for c in s.changes[snapshots[id(s)][2] :])
+        ]
+        for s in regressed:
+            n_results, n_ctx, n_changes, normalized = snapshots[id(s)]
+            flagged = [
+                e
+                for r in s.results[n_results:]
+                for e in r.trace
+                if e.evidence.get("recheck") and e.action >= Action.REVIEW
+            ]
+            dropped = sorted({c.stage for c in s.changes[n_changes:] if c.stage in optional})
+            del s.results[n_results:]
+            del s.ctx.results[n_ctx:]
+            del s.changes[n_changes:]
+            s.ctx.text = s.ctx.original
+            s.ctx.normalized = normalized
+            s.stopped = False
+            s.rechecked = False
+            why = "; ".join(
+                f"{e.stage}: {e.category} {e.score:.2f} >= {e.threshold:.2f}"
+                if e.score is not None and e.threshold is not None
+                else f"{e.stage}: {e.category}"
+                for e in flagged
+            )
+            s.results.append(
+                StageResult(
+                    stage=PIPELINE,
+                    phase=Phase.PIPELINE,
+                    action=Action.ALLOW,
+                    trace=[
+                        TraceEntry(
+                            stage=PIPELINE,
+                            phase=Phase.PIPELINE,
+                            action=Action.ALLOW,
+                            message=f"dropped the optional rewrite of {', '.join(dropped)}: its re-check "
+                            f"flagged what the prompt as written was not ({why})",
+                            evidence={
+                                "dropped": dropped,
+                                "recheck_flagged": [e.model_dump(mode="json") for e in flagged],
+                            },
+                        )
+                    ],
+                )
+            )
+        if regressed and required:
+            self._transform_and_recheck(checks, required, regressed)
+
+    def _transform_and_recheck(
+        self, checks: list[PromptStage], transforms: list[PromptStage], states: list[_PromptState]
+    ) -> None:
+        self._run_prompt_stages(transforms, Phase.PROMPT_TRANSFORM, states, transform=True)
+        changed = [s for s in states if not s.stopped and s.ctx.text != s.ctx.original]
+        for s in changed:
+            s.rechecked = True
+        if changed:
+            self._run_prompt_stages(checks, Phase.PROMPT_CHECK, changed, recheck=True)
 
     def _run_prompt_stages(
         self,

@@ -225,9 +225,16 @@ class PromptStage(Stage):
 
 
 class PromptTransform(PromptStage):
-    """A stage that rewrites the prompt (anonymization, augmentation, rewriting)."""
+    """A stage that rewrites the prompt (anonymization, augmentation, rewriting).
+
+    ``optional``: the rewrite is an augmentation the policy does not need for safety (diversity).
+    When the re-check of the rewritten prompt flags, at review or worse, a prompt that was not
+    flagged as written, the stack drops the optional rewrites and keeps the others, instead of
+    refusing the request for words it added itself.
+    """
 
     phases: ClassVar[tuple[Phase, ...]] = (Phase.PROMPT_TRANSFORM,)
+    optional: ClassVar[bool] = False
 
 
 class ImageStage(Stage):

@@ -122,6 +122,8 @@ def _default_distributions() -> dict[Attribute, dict[str, float]]:
 class DiversifyStage(PromptTransform):
     """Adds sampled demographic descriptors to people described only by role or trait."""
 
+    optional: ClassVar[bool] = True  # an augmentation: never the reason a request is refused
+
     class Params(PeopleParams):
         seed: int = 0
         attributes: dict[Literal["gender", "ethnicity", "age"], dict[str, float]] = Field(
