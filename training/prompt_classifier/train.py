@@ -645,7 +645,7 @@ cascade (`t2iguard.prompt.classifier`), after `normalize` and `blocklist`, befor
   then **Platt scaling** (Platt, 1999) per category on a held-out calibration split.
 - **Thresholds** (`head.json`, mirrored in the default policy): per category, the lowest
   threshold ≥ {meta["threshold_rule"]["min_threshold"]} whose false-positive rate on the held-out *benign*
-  prompts of the calibration split is at most {100 * meta["threshold_rule"]["benign_fpr"]:.1f} %:
+  prompts of the calibration split ({_pool(meta)}) is at most {100 * meta["threshold_rule"]["benign_fpr"]:.1f} %:
   {", ".join(f"{k} {v}" for k, v in meta["thresholds"].items())}. (Calibrated probabilities of
   rare categories are low in absolute terms; the operating point is set by the false-positive
   budget, with a floor.) {joint}
@@ -733,6 +733,12 @@ Ring-A-Bell, UnlearnDiffAtk, ErasureBenchmark) are produced by `t2iguard bench p
 
 # Categories whose flag leads to an action in the default policy (public_figure is `allow`).
 FLAGGING = [str(c) for c in CATEGORIES if c != Category.PUBLIC_FIGURE]
+
+
+def _pool(meta: dict[str, Any]) -> str:
+    if meta["threshold_rule"].get("calibrate_on", "all") == "natural":
+        return "from the public sources only: COCO, Six-CD, CoProV2 safe rewrites; not the authored templates"
+    return "all of them, authored templates included"
 
 
 def everyday_benign(ex: Example) -> bool:
@@ -875,6 +881,21 @@ def main() -> None:
         help="any-category FPR budget on held-out everyday benign prompts (not CoProV2 rewrites); "
         "1 (the default) disables: at 0.003 it cost 15 points of held-out recall for 0.35 points of FPR",
     )
+    ap.add_argument(
+        "--calibrate-on",
+        choices=("natural", "all"),
+        default="all",
+        help="benign prompts the thresholds are set on: 'all' (the shipped head) = every benign prompt of the "
+        "calibration split; 'natural' = the public sources only (COCO, Six-CD, CoProV2 safe), since thousands "
+        "of easy authored template prompts dilute the false-positive quantile (tried, see NOTES.md)",
+    )
+    ap.add_argument(
+        "--extra-authored",
+        type=Path,
+        action="append",
+        default=[],
+        help="another authored prompts file (e.g. authored_prompts_people.yaml; tried, see NOTES.md)",
+    )
     ap.add_argument("--compare", type=Path, default=None, help="a reference head directory to validate against")
     ap.add_argument("--min-threshold", type=float, default=0.2, help="no category threshold below this")
     ap.add_argument("--stats-only", action="store_true", help="print the cleaned data's statistics and stop")
@@ -899,6 +920,8 @@ def main() -> None:
     examples += load_sixcd(data, lex, stats)
     examples += load_coco(data, lex, stats)
     examples += load_authored(HERE / "authored_prompts.yaml", rng)
+    for extra in args.extra_authored:
+        examples += load_authored(extra, rng)
 
     # normalize as the stage will, then dedupe (an unsafe copy wins over a benign one)
     normalizer = default_normalizer(models)
@@ -986,7 +1009,13 @@ def main() -> None:
     # recommended thresholds: per category, the smallest threshold >= --min-threshold whose FPR on
     # the benign prompts of the calibration split is at most --benign-fpr; then the joint rule
     p_ca = probs(x_ca)
-    benign_ca = np.array([all(v == 0 for v in e.labels.values()) for e in splits["calib"]])
+    benign_ca = np.array(
+        [
+            all(v == 0 for v in e.labels.values())
+            and (args.calibrate_on == "all" or not e.source.startswith("authored/"))
+            for e in splits["calib"]
+        ]
+    )
     thresholds: dict[str, float] = {}
     for j, c in enumerate(CATEGORIES):
         neg = np.sort(p_ca[benign_ca, j])[::-1]
@@ -1064,6 +1093,7 @@ def main() -> None:
             "benign_fpr": args.benign_fpr,
             "joint_fpr": args.joint_fpr,
             "min_threshold": args.min_threshold,
+            "calibrate_on": args.calibrate_on,
         },
         "augment": {"fraction": args.augment, "mode": args.augment_mode},
         "sha256": sha,
