@@ -62,6 +62,18 @@ def test_generation_is_seeded_and_sized(gen: TinyGenerator, clf) -> None:  # typ
     assert clf.predict(out.images).shape == (3, len(CONCEPT_KEYS))
 
 
+def test_long_prompts_are_cut_at_a_word_and_the_cut_is_recorded(gen: TinyGenerator) -> None:
+    long = "a knife on a blue background, " + ", ".join(["highly detailed", "octane render"] * 20)
+    res = gen.generate(GenerationRequest(prompt=long, seed=3, steps=4))
+    cut = res.metadata["prompt_truncated"]
+    assert cut["max_tokens"] == 24 and cut["words_dropped"] > 30 and cut["negative_words_dropped"] == 0
+    kept = " ".join(long.split()[: len(long.split()) - cut["words_dropped"]])
+    # the words kept are what the encoder reads: the same image as asking for them directly
+    same = gen.generate(GenerationRequest(prompt=kept, seed=3, steps=4))
+    assert "prompt_truncated" not in same.metadata
+    assert np.array_equal(np.asarray(res.images[0]), np.asarray(same.images[0]))
+
+
 def test_sld_is_applied_with_the_world_concepts(gen: TinyGenerator) -> None:
     req = GenerationRequest(prompt="a knife and a cat", n=2, seed=300, width=64, height=64)
     plain = gen.generate(req)

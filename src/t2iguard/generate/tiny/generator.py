@@ -8,6 +8,7 @@ stand-in concepts of the flagged categories.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from PIL import Image
@@ -47,16 +48,43 @@ class TinyGenerator(DiffusersGenerator):
         )
 
     def generate(self, request: GenerationRequest) -> GenerationResult:
-        """As :meth:`DiffusersGenerator.generate`; prompts outside the world's short caption grammar
-        are expected here, so the text encoder's truncation warnings are not logged."""
-        from diffusers.utils import logging as diffusers_logging
-
-        level = diffusers_logging.get_verbosity()
-        diffusers_logging.set_verbosity_error()
-        try:
+        """As :meth:`DiffusersGenerator.generate`. Prompts longer than the text encoder reads (24
+        tokens: the world's captions are short, real prompts are not) are cut at a word boundary
+        here, and the metadata says how many words were dropped (``prompt_truncated``)."""
+        prompt, dropped = self._fit(request.prompt)
+        negative, dropped_negative = self._fit(request.negative_prompt)
+        if not (dropped or dropped_negative):
             return super().generate(request)
-        finally:
-            diffusers_logging.set_verbosity(level)
+        result = super().generate(replace(request, prompt=prompt or "", negative_prompt=negative))
+        result.metadata["prompt_truncated"] = {
+            "max_tokens": int(self.pipe.tokenizer.model_max_length),
+            "words_dropped": dropped,
+            "negative_words_dropped": dropped_negative,
+        }
+        return result
+
+    def _fit(self, text: str | None) -> tuple[str | None, int]:
+        """The longest whole-word prefix of ``text`` that the text encoder reads, and the number
+        of words cut off."""
+        if not text:
+            return text, 0
+        tokenizer = self.pipe.tokenizer
+        limit = int(tokenizer.model_max_length)
+
+        def fits(t: str) -> bool:
+            return len(tokenizer(t).input_ids) <= limit
+
+        if fits(text):
+            return text, 0
+        words = text.split()
+        lo, hi = 0, len(words)
+        while lo < hi:  # the largest k whose first k words fit
+            mid = (lo + hi + 1) // 2
+            if fits(" ".join(words[:mid])):
+                lo = mid
+            else:
+                hi = mid - 1
+        return " ".join(words[:lo]), len(words) - lo
 
     def safety_concept(self, safety: SafetyGuidance) -> str:
         by_key = {c.key: c for c in CONCEPTS}
