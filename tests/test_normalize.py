@@ -192,3 +192,26 @@ def test_readable_view_keeps_case_and_maps_back(norm: Normalizer, text: str, rea
     assert src == sorted(src) and all(0 <= i < len(text) for i in src)
     # every letter of the view comes from a character the user wrote at that place
     assert text[src[view.index(readable.split()[-1])]].casefold() != " "
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        # a change of separator style is a word boundary, even between names the vocabulary lacks
+        ("m_a_r_k z u c k e r b e r g f*l*o*a*t*i*n*g in a tank", "mark zuckerberg floating in a tank"),
+        ("by S+e+r+g+e+y K o l e s o v, cinematic", "by sergey kolesov, cinematic"),
+        ("a s~t~r~e~e~t f•ight", "a street fight"),
+        # "!" or "|" standing for a first letter
+        ("!tem$ on a table", "items on a table"),
+        ("highly !ntrica73", "highly intricate"),
+    ],
+)
+def test_separator_style_changes_split_words_and_leading_symbols_decode(
+    norm: Normalizer, text: str, canonical: str
+) -> None:
+    assert norm.normalize(text).text == canonical
+
+
+@pytest.mark.parametrize("text", ["wow! great", "| vintage | 4k", "!!!", "a | b"])
+def test_punctuation_symbols_stay_punctuation(norm: Normalizer, text: str) -> None:
+    assert norm.normalize(text).text == text

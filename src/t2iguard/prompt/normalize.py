@@ -56,7 +56,9 @@ _MAX_AMBIGUOUS = 4
 
 _PIECE_RE = re.compile(
     rf"(?:[^\W_]|[{re.escape(_WORD_SYMBOLS)}]"
-    rf"|(?<=[^\W_]|[{re.escape(_WORD_SYMBOLS)}])[{re.escape(_INNER_SYMBOLS)}](?=[^\W_]|[{re.escape(_WORD_SYMBOLS)}]))+"
+    rf"|(?<=[^\W_]|[{re.escape(_WORD_SYMBOLS)}])[{re.escape(_INNER_SYMBOLS)}](?=[^\W_]|[{re.escape(_WORD_SYMBOLS)}])"
+    # "!" or "|" for a first "i"/"l" ("!tem$", "|amp"): read as a letter only when a word follows
+    rf"|(?<![^\W_])[!|](?=[^\W_]{{2}}))+"
 )
 _RUN3_RE = re.compile(r"(.)\1{2,}")
 
@@ -370,6 +372,20 @@ class Normalizer:
                 pstart, pend = groups[-1][-1]
                 gap = folded[pend:start]
                 if pend in forced or self._joinable(gap, pend - pstart, end - start):
+                    before = gaps[-1][-1] if gaps[-1] else None
+                    if before is not None and gap.isspace() != before.isspace() and pend not in forced:
+                        # the separator style changes ("m_a_r_k z u c k e r b e r g f*l*o*a*t"): a space
+                        # next to letters spelled with a symbol is the space between two words
+                        if not gap.isspace() and len(groups[-1]) >= 2:
+                            moved = groups[-1].pop()
+                            gaps[-1].pop()
+                            groups.append([moved, (start, end)])
+                            gaps.append([gap])
+                            continue
+                        if gap.isspace():
+                            groups.append([(start, end)])
+                            gaps.append([])
+                            continue
                     groups[-1].append((start, end))
                     gaps[-1].append(gap)
                     continue
