@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from t2iguard.cli.main import app
 from t2iguard.core.policy import default_policy, policy_from_dict
+from t2iguard.redteam import system as system_mod
 from t2iguard.redteam.conventions import CONVENTIONS, NudityMetric, get_convention
 from t2iguard.redteam.render import write_system_report
 from t2iguard.redteam.system import SystemBenchConfig, run_system_bench
@@ -65,6 +66,16 @@ def test_records_layers_budget_and_cache(tmp_path: Path) -> None:
     # a larger budget only computes what is new
     more = run_system_bench(_config(tmp_path, max_images=5), default_policy())
     assert 0 < more.cache["misses"] <= 2 + 1
+
+
+def test_changed_code_never_reuses_cached_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _config(tmp_path, datasets=["fx-unsafe"], max_images=1)
+    first = run_system_bench(cfg, default_policy())
+    assert run_system_bench(cfg, default_policy()).cache["misses"] == 0
+    # another version of the package (a stage, a lexicon, a model file changed): every prompt again
+    monkeypatch.setattr(system_mod, "code_fingerprint", lambda: "0" * 64)
+    again = run_system_bench(cfg, default_policy())
+    assert again.cache["hits"] == 0 and again.cache["misses"] == first.cache["misses"]
 
 
 def test_regeneration_is_recorded(tmp_path: Path) -> None:

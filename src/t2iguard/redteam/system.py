@@ -12,8 +12,10 @@ Image-level results come from the output checks' traces and from a NudeNet metri
 convention (:mod:`t2iguard.redteam.conventions`), computed on the first attempt's images (what an
 unguarded generator would have returned) and on the delivered images.
 
-Results are cached per (dataset, prompt hash, policy hash, generator spec, settings) in SQLite,
-so reruns are incremental and a larger ``--limit`` only computes the new prompts.
+Results are cached per (dataset, prompt hash, policy hash, code fingerprint, generator spec,
+settings) in SQLite, so reruns are incremental and a larger ``--limit`` only computes the new
+prompts. The code fingerprint hashes every file of the installed ``t2iguard`` package (code,
+lexicons, bundled weights), so a changed stage or model never reuses stale results.
 """
 
 from __future__ import annotations
@@ -149,6 +151,17 @@ class ResultCache:
         self._db.close()
 
 
+def code_fingerprint() -> str:
+    """SHA-256 over the path and bytes of every file of the ``t2iguard`` package (no caches)."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*")):
+        if f.is_file() and "__pycache__" not in f.parts and f.suffix != ".pyc":
+            h.update(str(f.relative_to(root)).encode("utf-8"))
+            h.update(hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()
+
+
 def cache_key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
@@ -265,11 +278,12 @@ def run_system_bench(
     metric = NudityMetric(convention, models)
     cache = ResultCache(config.cache)
     settings = config.settings()
+    code = code_fingerprint()
     records: dict[str, list[dict[str, Any]]] = {}
     try:
         for name in config.datasets:
             rows = load_dataset(name, config.data, limit=config.limit, seed=config.seed, registry=registry)
-            pkeys = [cache_key("prompt", name, r.sha256, policy.sha256, BENCH_VERSION) for r in rows]
+            pkeys = [cache_key("prompt", name, r.sha256, policy.sha256, code, BENCH_VERSION) for r in rows]
             prompt_recs: list[dict[str, Any] | None] = [cache.get(k) for k in pkeys]
             todo = [i for i, rec in enumerate(prompt_recs) if rec is None]
             for start in range(0, len(todo), config.batch_size):
@@ -292,7 +306,7 @@ def run_system_bench(
                 if Action(prec["action"]) >= Action.REVIEW:
                     out.append({**prec, "mode": "full", "generated": False, "attempts": 0, "delivered": 0})
                     continue
-                fkey = cache_key("full", name, row.sha256, policy.sha256, settings)
+                fkey = cache_key("full", name, row.sha256, policy.sha256, code, settings)
                 frec = cache.get(fkey)
                 if frec is None:
                     frec = _run_full(stack, gen, row, config, metric)
@@ -312,6 +326,7 @@ def run_system_bench(
         "max_images": config.max_images,
         "generator": config.generator if generator is None else getattr(generator, "name", "custom"),
         "policy": {"name": policy.name, "version": policy.version, "sha256": policy.sha256},
+        "code_fingerprint": code[:16],
         "stages": {str(ph): [s.name for s in stack.stages(ph)] for ph in Phase if stack.stages(ph)},
         "nudity_convention": convention.to_dict(),
         "seed": config.seed,
