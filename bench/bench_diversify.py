@@ -58,10 +58,14 @@ def run(n_templates: int) -> dict[str, Any]:
     occupations = sorted({o for o in roles()["occupations"]})
     counts: dict[str, Counter[str]] = {a: Counter() for a in configured}
     augmented = 0
+    refused = 0
     prompts = [t.format(o) for o in occupations for t in TEMPLATES[:n_templates]]
     t0 = time.perf_counter()
     for p in tqdm(prompts, desc="role prompts", unit="prompt"):
         d = stack.check_prompt(p)
+        if not d.allowed:  # refused requests deliver no descriptors: they do not count
+            refused += 1
+            continue
         changes = [c for c in d.changes if c.stage == "diversify"]
         augmented += bool(changes)
         for c in changes:
@@ -96,6 +100,7 @@ def run(n_templates: int) -> dict[str, Any]:
         "occupations": len(occupations),
         "role_prompts": len(prompts),
         "augmented": augmented,
+        "refused": refused,
         "tests": tests,
         "specified_prompts": len(specified),
         "specified_augmented": len(leaks),
@@ -109,7 +114,8 @@ def markdown(r: dict[str, Any]) -> str:
         "# Diversity augmentation: descriptor distribution",
         "",
         f"{r['role_prompts']} role prompts ({r['occupations']} occupations x templates), policy `{r['policy']}`; "
-        f"{r['augmented']} augmented. Pearson chi-square of observed descriptor counts against the configured "
+        f"{r['augmented']} augmented and delivered, {r.get('refused', 0)} refused (not counted). "
+        "Pearson chi-square of observed descriptor counts against the configured "
         "distribution (p > 0.05: no evidence of a mismatch).",
         "",
         "| attribute | n | chi2 | dof | p-value | observed (configured share) |",

@@ -241,6 +241,27 @@ def test_optional_rewrite_flagged_on_recheck_is_dropped_not_refused() -> None:
         AddsFlag.optional = True
 
 
+def test_closed_vocabulary_augmentation_flagged_on_recheck_is_kept_and_recorded() -> None:
+    class AddsDescriptor(AddsFlag):
+        closed_vocabulary: ClassVar[bool] = True
+
+    reg = registry()
+    reg.register("adds_descriptor", AddsDescriptor)
+    pol = policy_from_dict(
+        {
+            "name": "t",
+            "categories": {"sexual": {"action": "block", "threshold": 0.5}},
+            "stages": [{"stage": "counts"}, {"stage": "adds_descriptor"}],
+        }
+    )
+    d = SafetyStack(pol, registry=reg).check_prompt("a lake at dawn")
+    # kept, not dropped (dropping would skew the augmentation away from what a biased check flags)
+    assert d.allowed and d.prompt == "a lake at dawn flag-me"
+    kept = [e for e in d.trace if e.stage == "pipeline" and e.evidence.get("kept") == ["adds_descriptor"]]
+    assert kept and kept[0].evidence["recheck_flagged"][0]["category"] == "sexual"
+    assert not [e for e in d.trace if e.evidence.get("recheck") and e.action >= Action.REVIEW]
+
+
 def test_batch_keeps_order_and_reports_bad_inputs_in_place() -> None:
     s = SafetyStack()
     out = s.check_prompts(["a calm lake", "", 42, "a n4k3d man", "x" * 5000, b"\xff\xfe"])

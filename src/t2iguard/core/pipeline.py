@@ -231,60 +231,66 @@ class SafetyStack:
             return
         snapshots = {id(s): (len(s.results), len(s.ctx.results), len(s.changes), s.ctx.normalized) for s in active}
         self._transform_and_recheck(checks, transforms, active)
-        # optional rewrites (diversity) that the re-check flags are dropped, not refused
+        # A re-check that flags only because of an optional rewrite (diversity) never refuses the
+        # request: a closed-vocabulary augmentation is kept and the verdict recorded, any other
+        # optional rewrite is dropped and the required transforms run again.
         optional = {t.name for t in transforms if getattr(t, "optional", False)}
+        closed = {t.name for t in transforms if t.name in optional and getattr(t, "closed_vocabulary", False)}
         required = [t for t in transforms if t.name not in optional]
-        regressed = [
-            s
-            for s in active
-            if s.rechecked
-            and s.ctx.proposed >= Action.REVIEW
-            and any(c.stage in optional for c in s.changes[snapshots[id(s)][2] :])
-        ]
-        for s in regressed:
+        redo: list[_PromptState] = []
+        for s in active:
             n_results, n_ctx, n_changes, normalized = snapshots[id(s)]
+            added = {c.stage for c in s.changes[n_changes:]}
+            if not (s.rechecked and s.ctx.proposed >= Action.REVIEW and added & optional):
+                continue
             flagged = [
                 e
                 for r in s.results[n_results:]
                 for e in r.trace
                 if e.evidence.get("recheck") and e.action >= Action.REVIEW
             ]
-            dropped = sorted({c.stage for c in s.changes[n_changes:] if c.stage in optional})
-            del s.results[n_results:]
-            del s.ctx.results[n_ctx:]
-            del s.changes[n_changes:]
-            s.ctx.text = s.ctx.original
-            s.ctx.normalized = normalized
-            s.stopped = False
-            s.rechecked = False
             why = "; ".join(
                 f"{e.stage}: {e.category} {e.score:.2f} >= {e.threshold:.2f}"
                 if e.score is not None and e.threshold is not None
                 else f"{e.stage}: {e.category}"
                 for e in flagged
             )
-            s.results.append(
-                StageResult(
-                    stage=PIPELINE,
-                    phase=Phase.PIPELINE,
-                    action=Action.ALLOW,
-                    trace=[
-                        TraceEntry(
-                            stage=PIPELINE,
-                            phase=Phase.PIPELINE,
-                            action=Action.ALLOW,
-                            message=f"dropped the optional rewrite of {', '.join(dropped)}: its re-check "
-                            f"flagged what the prompt as written was not ({why})",
-                            evidence={
-                                "dropped": dropped,
-                                "recheck_flagged": [e.model_dump(mode="json") for e in flagged],
-                            },
-                        )
-                    ],
+            evidence: dict[str, Any] = {"recheck_flagged": [e.model_dump(mode="json") for e in flagged]}
+            if added <= closed:
+                # keep the rewrite; drop the re-check's results, whose verdicts only the added
+                # descriptors changed (they stay in the evidence for reviewers)
+                keep = n_results + sum(1 for r in s.results[n_results:] if r.phase == Phase.PROMPT_TRANSFORM)
+                keep_ctx = n_ctx + (keep - n_results)
+                del s.results[keep:]
+                del s.ctx.results[keep_ctx:]
+                s.stopped = False
+                names = ", ".join(sorted(added))
+                message = (
+                    f"kept the rewrite of {names}: it only adds descriptors from the policy's vocabulary to a "
+                    f"prompt that passed as written; its re-check ({why}) is not acted on"
                 )
+                evidence["kept"] = sorted(added)
+            else:
+                dropped = sorted(added & optional)
+                del s.results[n_results:]
+                del s.ctx.results[n_ctx:]
+                del s.changes[n_changes:]
+                s.ctx.text = s.ctx.original
+                s.ctx.normalized = normalized
+                s.stopped = False
+                s.rechecked = False
+                redo.append(s)
+                message = (
+                    f"dropped the optional rewrite of {', '.join(dropped)}: its re-check flagged what the "
+                    f"prompt as written was not ({why})"
+                )
+                evidence["dropped"] = dropped
+            entry = TraceEntry(
+                stage=PIPELINE, phase=Phase.PIPELINE, action=Action.ALLOW, message=message, evidence=evidence
             )
-        if regressed and required:
-            self._transform_and_recheck(checks, required, regressed)
+            s.results.append(StageResult(stage=PIPELINE, phase=Phase.PIPELINE, action=Action.ALLOW, trace=[entry]))
+        if redo and required:
+            self._transform_and_recheck(checks, required, redo)
 
     def _transform_and_recheck(
         self, checks: list[PromptStage], transforms: list[PromptStage], states: list[_PromptState]

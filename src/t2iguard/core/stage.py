@@ -229,12 +229,16 @@ class PromptTransform(PromptStage):
 
     ``optional``: the rewrite is an augmentation the policy does not need for safety (diversity).
     When the re-check of the rewritten prompt flags, at review or worse, a prompt that was not
-    flagged as written, the stack drops the optional rewrites and keeps the others, instead of
-    refusing the request for words it added itself.
+    flagged as written, the stack never refuses the request for words it added itself: it drops
+    the optional rewrites (and re-runs the required ones), or, when the transform is also
+    ``closed_vocabulary`` (it only inserts words from a vocabulary the policy configures, such as
+    demographic descriptors), keeps the rewrite and records the re-check's verdict without acting
+    on it. Dropping would skew the augmentation toward the groups a biased classifier does not flag.
     """
 
     phases: ClassVar[tuple[Phase, ...]] = (Phase.PROMPT_TRANSFORM,)
     optional: ClassVar[bool] = False
+    closed_vocabulary: ClassVar[bool] = False
 
 
 class ImageStage(Stage):

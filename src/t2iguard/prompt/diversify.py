@@ -123,6 +123,7 @@ class DiversifyStage(PromptTransform):
     """Adds sampled demographic descriptors to people described only by role or trait."""
 
     optional: ClassVar[bool] = True  # an augmentation: never the reason a request is refused
+    closed_vocabulary: ClassVar[bool] = True  # adds only the configured descriptors
 
     class Params(PeopleParams):
         seed: int = 0
