@@ -77,7 +77,8 @@ bench-prompts: install-dev
 
 ## Retrain the prompt classifier head (fixed seed; writes src/t2iguard/prompt/models/prompt_classifier).
 train-prompt-classifier: install-dev
-	nice -n 10 $(PY) training/prompt_classifier/train.py --data $(DATA)
+	nice -n 10 $(PY) training/prompt_classifier/train.py --data $(DATA) \
+		--extra-authored training/prompt_classifier/authored_prompts_people.yaml --calibrate-on natural
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -625,7 +625,8 @@ cascade (`t2iguard.prompt.classifier`), after `normalize` and `blocklist`, befor
 
 - **Trained**: {meta["trained"]} by `training/prompt_classifier/train.py` (seed {meta["seed"]}),
   one command: `make train-prompt-classifier` (or `nice -n 10 .venv/bin/python
-  training/prompt_classifier/train.py --data ../shared/benchmarks`).
+  training/prompt_classifier/train.py --data ../shared/benchmarks --extra-authored
+  training/prompt_classifier/authored_prompts_people.yaml --calibrate-on natural`).
 - **Files**: `head.safetensors` ({size / 1e3:.0f} kB, sha256 `{meta["sha256"]}`), `head.json`
   (categories, encoder, thresholds, data statistics, metrics).
 - **Licence**: Apache-2.0 (weights and code). Encoder: all-MiniLM-L6-v2 (Apache-2.0), the ONNX
@@ -885,16 +886,16 @@ def main() -> None:
         "--calibrate-on",
         choices=("natural", "all"),
         default="all",
-        help="benign prompts the thresholds are set on: 'all' (the shipped head) = every benign prompt of the "
-        "calibration split; 'natural' = the public sources only (COCO, Six-CD, CoProV2 safe), since thousands "
-        "of easy authored template prompts dilute the false-positive quantile (tried, see NOTES.md)",
+        help="benign prompts the thresholds are set on: 'all' = every benign prompt of the calibration split; "
+        "'natural' (the shipped head, via make train-prompt-classifier) = the public sources only (COCO, Six-CD, "
+        "CoProV2 safe), since thousands of easy authored template prompts dilute the false-positive quantile",
     )
     ap.add_argument(
         "--extra-authored",
         type=Path,
         action="append",
         default=[],
-        help="another authored prompts file (e.g. authored_prompts_people.yaml; tried, see NOTES.md)",
+        help="another authored prompts file (the shipped head: authored_prompts_people.yaml; see NOTES.md)",
     )
     ap.add_argument("--compare", type=Path, default=None, help="a reference head directory to validate against")
     ap.add_argument("--min-threshold", type=float, default=0.2, help="no category threshold below this")
