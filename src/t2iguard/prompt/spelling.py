@@ -79,11 +79,8 @@ class SpellCorrector:
         max_d = 1 if len(word) < self.long_word else 2
         found = sym.lookup(word, Verbosity.CLOSEST, max_edit_distance=max_d)  # type: ignore[attr-defined]
         out: str | None = None
-        if found and found[0].distance > 0:
-            best = max(found, key=lambda s: (-s.distance, s.count, s.term))
-            out = best.term
-        elif found:
-            out = None  # a dictionary word after all
+        if found and found[0].distance > 0:  # distance 0: a dictionary word after all
+            out = max(found, key=lambda s: (s.count, s.term)).term  # CLOSEST: all at one distance
         if len(self._cache) < 200_000:
             self._cache[word] = out
         return out

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -72,10 +73,11 @@ class Vocabulary:
         return cls.english().with_words(extra_english_words())
 
 
-def extra_english_words() -> list[str]:
+@lru_cache(maxsize=1)
+def extra_english_words() -> tuple[str, ...]:
     """Whole words (letters only, four or more: shorter ones are mostly abbreviations, "ak", "fia")
-    of the bundled MiniLM WordPiece vocabulary, and the
-    supplement list; both read from files inside the package."""
+    of the bundled MiniLM WordPiece vocabulary, and the supplement list; both read once from files
+    inside the package (the vocabulary and the spelling corrector both need them)."""
     pkg = resources.files("t2iguard.prompt")
     tok = pkg.joinpath("models/minilm/tokenizer.json")
     if not tok.is_file():
@@ -86,4 +88,4 @@ def extra_english_words() -> list[str]:
         line = line.strip()
         if line and not line.startswith("#"):
             words.append(line.lower())
-    return words
+    return tuple(words)
