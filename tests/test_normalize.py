@@ -152,13 +152,48 @@ def test_typos_are_corrected_for_the_classifiers(norm: Normalizer, text: str, ca
         "a portrait of Wojtek Siudmak in the rain",  # a capitalised word inside a sentence is a name
         "colorful airplanes over the harbor, traveling",  # American spellings are words
         "a selfie with a frisbee on the countertop",
-        "cena",  # four letters: too short to correct
+        "cena",  # four letters without a context that vouches for a candidate
+        "a trip to tatooine",  # two edits that change the sound ("tattooing") need context too
     ],
 )
 def test_names_jargon_and_american_spellings_are_not_corrected(norm: Normalizer, text: str) -> None:
     out = norm.normalize(text)
     assert "misspelling" not in out.applied
     assert out.text == " ".join(text.lower().split())
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        ("a womon walking her dog", "a woman walking her dog"),  # context: "a woman", not "women"
+        ("a cat sitting nxet to a dog", "a cat sitting next to a dog"),  # four letters, vouched for by "to"
+        ("a payn in the neck", "a pain in the neck"),  # one edit either way: the one that sounds alike
+        ("a noisy bathrum", "a noisy bathroom"),  # two edits below seven letters when it sounds the same
+        ("a poossy cat", "a pussy cat"),
+    ],
+)
+def test_typos_are_ranked_by_context_and_sound(norm: Normalizer, text: str, canonical: str) -> None:
+    """The noisy-channel ranking: frequency in context, plus a bonus for candidates that sound alike."""
+    out = norm.normalize(text)
+    assert out.text == canonical
+    assert "misspelling" in out.applied
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        # the possessive is no change of separator style; as for the word written plainly, the
+        # apostrophe goes where word + "s" is a word ("nurse's" -> "nurses")
+        ("A w o m a n ' s figure", "a woman's figure"),
+        ("the w|o|m|a|n|'|s figure", "the woman's figure"),
+        ("a n.u.r.s.e.'.s hat", "a nurses hat"),
+        ("A t ubby man", "a tubby man"),  # an article, then a word split after its first letter
+        ("a m ove to the left", "a move to the left"),
+        ("I a m here", "i am here"),  # two letters spelled out, and no word after them to take one
+    ],
+)
+def test_spelled_out_possessives_and_articles(norm: Normalizer, text: str, canonical: str) -> None:
+    assert norm.normalize(text).text == canonical
 
 
 @pytest.mark.parametrize(

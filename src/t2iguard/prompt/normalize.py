@@ -83,6 +83,7 @@ _LOOKALIKES: dict[str, str] = {
 # "LATIN LETTER SMALL CAPITAL N" (ɴ): small capitals have no decomposition to fold through.
 _SMALL_CAPITAL_RE = re.compile(r"^(?:LATIN LETTER|MODIFIER LETTER) SMALL CAPITAL ([A-Z])$")
 _PARENTHESIZED_RE = re.compile(r"^PARENTHESIZED LATIN SMALL LETTER ([A-Z])$")
+_APOSTROPHES = ("'", "\u2019")
 # Single letters spelled out with one symbol that is otherwise read as leetspeak ("n+u+d+e", "n|u|d|e").
 _SPELLED_RE = re.compile(rf"^[^\W_](?P<sep>[{re.escape(_INNER_SYMBOLS)}])[^\W_](?:(?P=sep)[^\W_])+$")
 
@@ -373,7 +374,13 @@ class Normalizer:
                 gap = folded[pend:start]
                 if pend in forced or self._joinable(gap, pend - pstart, end - start):
                     before = gaps[-1][-1] if gaps[-1] else None
-                    if before is not None and gap.isspace() != before.isspace() and pend not in forced:
+                    possessive = gap.strip() in _APOSTROPHES and folded[start:end].lower() == "s"
+                    if (
+                        before is not None
+                        and gap.isspace() != before.isspace()
+                        and pend not in forced
+                        and not possessive  # "w o m a n ' s": the apostrophe is no separator style
+                    ):
                         # the separator style changes ("m_a_r_k z u c k e r b e r g f*l*o*a*t"): a space
                         # next to letters spelled with a symbol is the space between two words
                         if not gap.isspace() and len(groups[-1]) >= 2:
@@ -392,19 +399,26 @@ class Normalizer:
             groups.append([(start, end)])
             gaps.append([])
         self._join_split_words(folded, groups, gaps)
-        words: list[Word] = []
+        words = [
+            self._word(folded, src, group, group_gaps, applied, plain)
+            for group, group_gaps in zip(groups, gaps, strict=True)
+        ]
+        if self.speller is not None:
+            headline = _headline(text)
+            for i, word in enumerate(words):
+                # a capitalised word inside a sentence is a name, not a typo ("by Berner")
+                if i and not headline and _title_case(text[word.start : word.end]):
+                    continue
+                # the context that ranks candidates: the neighbours as read (corrected on the left)
+                prev = (words[i - 1].corrected or words[i - 1].canonical) if i else None
+                nxt = words[i + 1].canonical if i + 1 < len(words) else None
+                corrected = self._correction(word, prev, nxt)
+                if corrected is not None:
+                    words[i] = replace(word, corrected=corrected)
+                    applied.add("misspelling")
         out_parts: list[str] = []
         cursor = 0
-        headline = self.speller is not None and _headline(text)
-        for group, group_gaps in zip(groups, gaps, strict=True):
-            word = self._word(folded, src, group, group_gaps, applied, plain)
-            # a capitalised word inside a sentence is a name, not a typo ("by Berner")
-            proper = bool(words) and not headline and _title_case(text[word.start : word.end])
-            corrected = None if proper else self._correction(word)
-            if corrected is not None:
-                word = replace(word, corrected=corrected)
-                applied.add("misspelling")
-            words.append(word)
+        for word, group in zip(words, groups, strict=True):
             out_parts.append(folded[cursor : group[0][0]])
             out_parts.append(word.corrected or word.canonical)
             cursor = group[-1][1]
@@ -412,15 +426,16 @@ class Normalizer:
         canonical = " ".join("".join(out_parts).split())
         return NormalizedText(original=text, text=canonical, words=tuple(words), applied=frozenset(applied))
 
-    def _correction(self, word: Word) -> str | None:
-        """The spelling correction of a word outside the vocabulary (letters only), or None."""
+    def _correction(self, word: Word, prev: str | None = None, nxt: str | None = None) -> str | None:
+        """The spelling correction of a word outside the vocabulary (letters only), or None;
+        ``prev`` and ``nxt`` are its neighbours, the context that ranks the candidates."""
         if self.speller is None or self.vocabulary is None:
             return None
         c = word.canonical
         if c in self.vocabulary or word.text in self.vocabulary or c in self.keep:
             return None
         if c.isalpha():
-            return self.speller.correct(c)
+            return self.speller.correct(c, prev, nxt)
         text = word.text
         letters = sum(ch.isalpha() for ch in text)
         if c != text or letters * 2 < len(text) or not all(ch.isalpha() or ch in LEET for ch in text):
@@ -428,7 +443,7 @@ class Normalizer:
         # leetspeak whose decoding is a typo ("wr17713n" -> "writtien" -> "written")
         for cand in self._candidates(text, True, _RUN3_RE.search(text) is not None):
             if cand.isalpha():
-                fixed = self.speller.correct(cand)
+                fixed = self.speller.correct(cand, prev, nxt)
                 if fixed is not None:
                     return fixed
         return None
@@ -452,6 +467,21 @@ class Normalizer:
         i = 0
         while i + 1 < len(groups):
             a, b = groups[i], groups[i + 1]
+            if (
+                len(a) == 2
+                and all(e - s == 1 for s, e in a)
+                and len(b) == 1
+                and gaps[i] == [" "]
+                and folded[a[1][1] : b[0][0]] == " "
+            ):
+                # two letters, then a word: "a m ove", "A t ubby" is an article and a word split after
+                # its first letter, not the word "am" or "at"
+                joined = folded[a[1][0] : a[1][1]] + folded[b[0][0] : b[0][1]]
+                if joined.isalpha() and joined in vocab and len(joined) >= 4:
+                    groups[i : i + 2] = [[a[0]], [a[1], b[0]]]
+                    gaps[i : i + 2] = [[], [" "]]
+                    i += 2
+                    continue
             if len(a) == 1 and len(b) == 1 and folded[a[0][1] : b[0][0]] == " ":
                 left, right = folded[a[0][0] : a[0][1]], folded[b[0][0] : b[0][1]]
                 joined = left + right
@@ -579,6 +609,19 @@ class Normalizer:
         as_written = folded[group[0][0] : group[-1][1]]
         if not has_alpha or not (leet or joined or repeated) or self.vocabulary is None:
             return as_written
+        if len(group) > 2 and folded[group[-1][0] : group[-1][1]].lower() == "s":
+            # a possessive spelled out with the word ("w o m a n ' s", "w|o|m|a|n|'|s"): the stem, then
+            # "s" where that makes a word ("nurses", as for "nurse's" written plainly), else "'s"
+            stem_group = group[:-1]
+            if folded[group[-2][0] : group[-2][1]] in _APOSTROPHES:
+                stem_group = group[:-2]
+            elif not any(c in _APOSTROPHES for c in folded[group[-2][1] : group[-1][0]]):
+                stem_group = []
+            if len(stem_group) > 1:
+                stem_text = "".join(folded[s:e] for s, e in stem_group)
+                stem = self._canonical(folded, stem_group, stem_text, has_alpha, leet, True, repeated, cuts, spaced)
+                last = stem.rsplit(" ", 1)[-1]
+                return stem + ("s" if last + "s" in self.vocabulary else "'s")
         vocab = self.vocabulary
         for cand in self._candidates(text, leet, repeated):
             if cand in vocab:
@@ -729,8 +772,16 @@ def english_vocabulary(models: ModelCache) -> Vocabulary:
 
 
 def spell_corrector(models: ModelCache) -> SpellCorrector:
-    """The spelling corrector over the bundled dictionary and the wide vocabulary's extra words."""
-    return models.get(("speller", "english"), lambda: SpellCorrector(extra_words=extra_english_words()))
+    """The spelling corrector over the bundled dictionary, the wide vocabulary's extra words and
+    the built-in lexicon's words (so a typo of a term the dictionary lacks, "libtardz", reads as
+    the term for the classifiers)."""
+    from t2iguard.prompt.lexicon import Lexicon
+
+    def build() -> SpellCorrector:
+        lexicon_words = sorted(w for w in Lexicon.builtin().words() if len(w) > 3)
+        return SpellCorrector(extra_words=(*extra_english_words(), *lexicon_words))
+
+    return models.get(("speller", "english"), build)
 
 
 def default_normalizer(models: ModelCache) -> Normalizer:
