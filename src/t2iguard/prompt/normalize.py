@@ -440,6 +440,8 @@ class Normalizer:
         letters = sum(ch.isalpha() for ch in text)
         if c != text or letters * 2 < len(text) or not all(ch.isalpha() or ch in LEET for ch in text):
             return None
+        if len(text) < 5:  # "c3po", "r2d2": short letter-digit names, not leetspeak typos
+            return None
         # leetspeak whose decoding is a typo ("wr17713n" -> "writtien" -> "written")
         for cand in self._candidates(text, True, _RUN3_RE.search(text) is not None):
             if cand.isalpha():

@@ -41,6 +41,8 @@ EXTRA_WORD_COUNT = 1_000_000
 EDIT_COST = 1e-3
 CONTEXT_WEIGHT = 0.5
 FIRST_LETTER_COST = 0.1
+# the weight of the commonest typos (a wrong vowel, a neighbouring key, a doubled letter, a swap)
+CHEAP_EDIT = 0.7
 # a candidate that sounds like the typo (same Metaphone key, Philips 1990) costs this much less
 SOUND_COST = 0.1
 
@@ -61,18 +63,26 @@ class SpellCorrector:
         first_letter_cost: float = FIRST_LETTER_COST,
         sound_cost: float = SOUND_COST,
         phonetic_length: int = 5,
-        context_length: int = 5,
+        context_length: int = 4,
+        cheap_edit: float = CHEAP_EDIT,
     ) -> None:
         """``dictionary``: a SymSpell unigram file (``word count`` per line; default: the bundled
         English one). ``bigrams``: a bigram file (``word word count``), ``True`` for the bundled
         one, ``None``/``False`` to rank by unigram frequency alone. ``min_length``: shortest word
-        corrected; ``long_word``: from this length on, two edits are allowed (one below).
-        ``edit_cost``: the channel model's probability factor per edit; ``context_weight``: the
-        bigram model's share in the interpolated context probabilities."""
-        if min_length < 2 or long_word < min_length:
+        corrected; ``long_word``: from this length on, two edits are allowed (one below);
+        ``phonetic_length``: from this length on, two edits to a candidate that sounds the same.
+        ``edit_cost``: the channel model's probability factor per (weighted) edit; ``cheap_edit``:
+        the weight of the commonest typos (see :func:`typo_distance`; 1 for plain edit counts);
+        ``first_letter_cost`` and ``sound_cost``: factors for a changed first letter and for
+        sounding alike; ``context_weight``: the bigram model's share in the interpolated context
+        probabilities. A word shorter than ``context_length``, and two edits that change the
+        sound, are corrected only where a bigram with a neighbour vouches for the candidate."""
+        if min_length < 2 or long_word < min_length or phonetic_length < 2:
             raise ConfigurationError(f"spelling: need 2 <= min_length <= long_word, got {min_length}, {long_word}")
         if not 0.0 < edit_cost < 1.0 or not 0.0 <= context_weight < 1.0:
             raise ConfigurationError("spelling: edit_cost must be in (0, 1) and context_weight in [0, 1)")
+        if not (0.0 < cheap_edit <= 1.0 and 0.0 < first_letter_cost <= 1.0 and 0.0 < sound_cost <= 1.0):
+            raise ConfigurationError("spelling: cheap_edit, first_letter_cost and sound_cost must be in (0, 1]")
         self._dictionary = Path(dictionary) if dictionary else None
         self._bigrams: Path | bool = Path(bigrams) if isinstance(bigrams, (str, Path)) else bool(bigrams)
         self._extra = tuple(dict.fromkeys(w.lower() for w in extra_words))
@@ -84,6 +94,7 @@ class SpellCorrector:
         self.sound_cost = sound_cost
         self.phonetic_length = phonetic_length
         self.context_length = context_length
+        self.cheap_edit = cheap_edit
         self._symspell: object | None = None
         self._model: _Model | None = None
         self._lock = Lock()
@@ -142,8 +153,8 @@ class SpellCorrector:
                 same = _sound(s.term) == sound
                 if s.distance > 1 and len(word) < self.long_word and not same:
                     continue
-                # a short word, or two edits that change the sound, needs its context to vouch for the
-                # candidate ("nxt to" -> "next to"), else names and jargon ("cena", "tatooine") are rewritten
+                # two edits that change the sound (or a word below ``context_length``) need the context
+                # to vouch for the candidate, else names and jargon are rewritten ("tatooine" -> "tattooing")
                 if (len(word) < self.context_length or (s.distance > 1 and not same)) and not (
                     model.seen(prev, s.term) or model.seen(s.term, next)
                 ):
@@ -161,7 +172,8 @@ class SpellCorrector:
         """log P(typo | cand) + log P(prev cand next) up to terms that are the same for every candidate."""
         lam = self.context_weight
         p_cand = model.unigram(cand)
-        score = distance * math.log(self.edit_cost) + math.log(p_cand)
+        edits = typo_distance(word, cand, self.cheap_edit) if self.cheap_edit < 1.0 else float(distance)
+        score = edits * math.log(self.edit_cost) + math.log(p_cand)
         if same_sound:  # a respelling that sounds the same ("payn", "bathrum") is a likely typo
             score -= math.log(self.sound_cost)
         if cand[0] != word[0]:  # typos rarely change the first letter (Yannakoudakis & Fawthrop, 1983)
@@ -200,6 +212,49 @@ class _Model:
         if not nxt:
             return 0.0
         return nxt.get(word, 0) / self._bi_total[prev]
+
+
+_QWERTY = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
+_KEY_POS = {ch: (r, c) for r, row in enumerate(_QWERTY) for c, ch in enumerate(row)}
+_VOWELS = frozenset("aeiouy")
+
+
+def _near_keys(a: str, b: str) -> bool:
+    pa, pb = _KEY_POS.get(a), _KEY_POS.get(b)
+    return pa is not None and pb is not None and abs(pa[0] - pb[0]) <= 1 and abs(pa[1] - pb[1]) <= 1
+
+
+def _substitution_cost(a: str, b: str, cheap: float) -> float:
+    if a in _VOWELS and b in _VOWELS:  # a wrong vowel: the commonest substitution
+        return cheap
+    if _near_keys(a, b):  # a neighbouring key
+        return cheap
+    return 1.0
+
+
+def typo_distance(typo: str, word: str, cheap: float = CHEAP_EDIT) -> float:
+    """A weighted Damerau-Levenshtein (optimal string alignment) distance from ``word`` to the
+    ``typo``: the edits people make most, a wrong vowel, a neighbouring key, a doubled or undoubled
+    letter, two swapped letters, cost ``cheap``; any other edit costs 1 (the confusion statistics of
+    Kernighan, Church & Gale, 1990, in their coarsest form)."""
+    n, m = len(typo), len(word)
+    prev2: list[float] = []
+    prev = [float(j) for j in range(m + 1)]
+    for i in range(1, n + 1):
+        cur = [float(i)] + [0.0] * m
+        for j in range(1, m + 1):
+            t, w = typo[i - 1], word[j - 1]
+            # a letter the typo has and the word lacks: cheap when it doubles its neighbour
+            ins = cheap if (i > 1 and typo[i - 2] == t) or (i < n and typo[i] == t) else 1.0
+            # a letter the word has and the typo lacks: cheap when the word has it doubled
+            dele = cheap if (j > 1 and word[j - 2] == w) or (j < m and word[j] == w) else 1.0
+            sub = 0.0 if t == w else _substitution_cost(t, w, cheap)
+            best = min(prev[j] + ins, cur[j - 1] + dele, prev[j - 1] + sub)
+            if i > 1 and j > 1 and t == word[j - 2] and typo[i - 2] == w and t != w:
+                best = min(best, prev2[j - 2] + cheap)
+            cur[j] = best
+        prev2, prev = prev, cur
+    return prev[m]
 
 
 @lru_cache(maxsize=65536)
