@@ -33,7 +33,7 @@ from typing import ClassVar
 from t2iguard.core.decision import StageResult
 from t2iguard.core.stage import ModelCache, PromptContext, PromptStage
 from t2iguard.core.types import Phase
-from t2iguard.prompt.spelling import SpellCorrector
+from t2iguard.prompt.spelling import SpellCorrector, typo_distance
 from t2iguard.prompt.vocabulary import Vocabulary, extra_english_words
 
 # Leetspeak: what a digit or symbol stands for inside a word that also has letters.
@@ -409,8 +409,10 @@ class Normalizer:
         if self.speller is not None:
             headline = _headline(text)
             for i, word in enumerate(words):
-                # a capitalised word inside a sentence is a name, not a typo ("by Berner")
-                if i and not headline and _title_case(text[word.start : word.end]):
+                # a capitalised word inside a sentence is a name, not a typo ("by Berner"), and so is a
+                # compound of capitalised parts anywhere ("Scooby-Doo", "Spider-Man")
+                raw = text[word.start : word.end]
+                if not headline and ((i and _title_case(raw)) or _capitalised_compound(raw)):
                     continue
                 # the context that ranks candidates: the neighbours as read (corrected on the left)
                 prev = (words[i - 1].corrected or words[i - 1].canonical) if i else None
@@ -468,7 +470,10 @@ class Normalizer:
             elif part.isalpha() and part not in self.vocabulary and part not in self.keep:
                 left = prev if k == 0 else parts[k - 2]
                 right = nxt if k == len(parts) - 1 else parts[k + 2]
-                out[k] = self.speller.correct(part, left, right) or part
+                fixed = self.speller.correct(part, left, right)
+                # one edit only inside a compound: its parts are often names and coinages
+                if fixed is not None and typo_distance(part, fixed, 1.0) <= 1.0:
+                    out[k] = fixed
         fixed = "".join(out)
         if len(out) == 3 and out[1] in _APOSTROPHES and out[2] == "s" and out[0] + "s" in self.vocabulary:
             fixed = out[0] + "s"  # as the canonical form writes "man's": "mans"
@@ -769,6 +774,12 @@ def _readable_gap(text: str, start: int, end: int, out: list[str], src: list[int
 def _title_case(raw: str) -> bool:
     letters = [c for c in raw if c.isalpha()]
     return len(letters) > 1 and letters[0].isupper() and not any(c.isupper() for c in letters[1:])
+
+
+def _capitalised_compound(raw: str) -> bool:
+    """A hyphenated word whose every part starts with a capital ("Scooby-Doo"): a name."""
+    parts = raw.split("-")
+    return len(parts) > 1 and all(p[:1].isupper() for p in parts)
 
 
 def _headline(text: str) -> bool:
