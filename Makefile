@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test install install-dev lint typecheck bench bench-redteam bench-system clean bench-gateway bench-image bench-prompts train-prompt-classifier
+.PHONY: demo test install install-dev lint typecheck bench bench-redteam bench-system clean bench-gateway bench-image bench-prompts train-prompt-classifier train-prompt-classifier-multilingual
 
 # torch is installed first and pinned to the CPU build: a later dependency that asks for torch
 # (diffusers, transformers) must never pull a multi-GB CUDA build.
@@ -78,6 +78,12 @@ bench-prompts: install-dev
 ## Retrain the prompt classifier head (fixed seed; writes src/t2iguard/prompt/models/prompt_classifier).
 train-prompt-classifier: install-dev
 	nice -n 10 $(PY) training/prompt_classifier/train.py --data $(DATA) \
+		--extra-authored training/prompt_classifier/authored_prompts_people.yaml --calibrate-on natural
+
+## The multilingual tier's head (multilingual-e5-small; about 25 min on 2 cores, mostly embedding)
+train-prompt-classifier-multilingual: install-dev
+	nice -n 10 $(PY) training/prompt_classifier/train.py --data $(DATA) --encoder e5 \
+		--out src/t2iguard/prompt/models/prompt_classifier_multilingual \
 		--extra-authored training/prompt_classifier/authored_prompts_people.yaml --calibrate-on natural
 
 clean:

@@ -11,8 +11,8 @@ import pytest
 from t2iguard import Action, Category, ModelCache, Phase, SafetyStack
 from t2iguard.core.errors import ConfigurationError
 from t2iguard.core.policy import default_policy, policy_from_dict
-from t2iguard.prompt.classifier import CATEGORIES, HEAD_DIR, PromptClassifier, load_classifier
-from t2iguard.prompt.embedding import MiniLMEncoder, optimized_model
+from t2iguard.prompt.classifier import BUILTIN_HEADS, CATEGORIES, HEAD_DIR, PromptClassifier, load_classifier
+from t2iguard.prompt.embedding import E5Encoder, MiniLMEncoder, get_encoder, optimized_model
 
 BENIGN = [
     "a watercolor painting of a lighthouse at dawn",
@@ -134,3 +134,54 @@ def test_bad_head_directory(tmp_path: Path, models: ModelCache) -> None:
     policy = policy_from_dict({"name": "x", "stages": [{"stage": "classifier", "params": {"model": str(tmp_path)}}]})
     d = SafetyStack(policy).check_prompt("a cat")
     assert d.action == Action.BLOCK and "unknown format" in d.errors[0]  # fails closed
+
+
+# ---- the multilingual tier ----------------------------------------------------------------------
+
+MULTI_DIR = BUILTIN_HEADS["multilingual"]
+SPANISH = "una foto de una mujer desnuda en la cama"
+PORTUGUESE = "uma mulher nua deitada na cama"
+
+
+def test_multilingual_encoder_maps_translations_together(models: ModelCache) -> None:
+    enc = get_encoder(models, "e5")
+    assert isinstance(enc, E5Encoder) and enc.dim == 384
+    v = enc.encode(["a naked woman on the beach", "una mujer desnuda en la playa", "a red bicycle in the rain"])
+    assert v.shape == (3, 384) and np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-3)
+    assert v[0] @ v[1] > v[0] @ v[2] + 0.1  # a translation is closer than an unrelated sentence
+    same, owners = enc.encode_windows(["a", "b"])
+    assert same.shape == (2, 384) and owners.tolist() == [0, 1]
+
+
+def test_multilingual_head_is_documented_and_in_the_default_policy() -> None:
+    meta = json.loads((MULTI_DIR / "head.json").read_text())
+    assert meta["encoder"]["name"] == "e5"
+    assert (MULTI_DIR / "head.safetensors").stat().st_size < 2_000_000
+    assert "multilingual-e5-small" in (MULTI_DIR / "README.md").read_text()
+    cfg = next(s for s in default_policy().stages if s.name == "classifier_multilingual")
+    assert cfg.stage == "classifier" and cfg.params["model"] == "multilingual"
+    assert {str(c): r.threshold for c, r in cfg.categories.items()} == meta["thresholds"]
+
+
+def test_multilingual_tier_runs_only_on_prompts_outside_english() -> None:
+    stack = SafetyStack()
+    english = stack.check_prompt("a chicken breast on the grill")
+    tier = next(r for r in english.stages if r.stage == "classifier_multilingual")
+    assert tier.trace[0].message.startswith("not run: 0% of the words")
+    for prompt in (SPANISH, PORTUGUESE):
+        d = stack.check_prompt(prompt)
+        english_tier = next(r for r in d.stages if r.stage == "classifier")
+        assert english_tier.artifacts["scores"]["sexual"] < 0.2, prompt  # the English encoder misses it
+        assert d.action == Action.BLOCK and Category.SEXUAL in d.flagged, (prompt, d.reason)
+        assert "classifier_multilingual" in [e.stage for e in d.decided_by], d.reason
+    benign = stack.check_prompt("una foto de un gato durmiendo en un sofá rojo")
+    assert benign.action == Action.ALLOW, benign.reason
+
+
+def test_unknown_encoder_in_a_head_is_a_configuration_error(tmp_path: Path, models: ModelCache) -> None:
+    meta = json.loads((HEAD_DIR / "head.json").read_text())
+    meta["encoder"] = {"name": "clip"}
+    (tmp_path / "head.json").write_text(json.dumps(meta))
+    (tmp_path / "head.safetensors").write_bytes((HEAD_DIR / "head.safetensors").read_bytes())
+    with pytest.raises(ConfigurationError, match="unsupported encoder 'clip'"):
+        load_classifier(models, tmp_path)

