@@ -9,6 +9,12 @@ Seed sets: the committed development seeds (``builtin:dev``, written for t2iguar
 seeds from the registered datasets (I2P, all prompts; a seeded sample of CoProV2 test). Only seeds the
 unmodified stack blocks count (see ``t2iguard.redteam.asr``). Evaluation data is never used to tune
 anything: the attacks and the stack are fixed before these numbers are taken.
+
+The benchmark datasets are read from a path at run time and never committed, so the ``.json`` and
+``.md`` results of a dataset seed set carry no prompt text: their examples keep the category and
+the stack's action, with the seed, its attacked form and the stack's reason withheld. The ``.html``
+report (not committed, see ``.gitignore``) keeps them for the person who ran it; ``--keep-examples``
+keeps them everywhere, for a local run.
 """
 
 from __future__ import annotations
@@ -23,14 +29,27 @@ from t2iguard.core.pipeline import SafetyStack
 from t2iguard.core.policy import default_policy, load_policy
 from t2iguard.redteam.asr import run_redteam
 from t2iguard.redteam.catalog import build_attacks
-from t2iguard.redteam.render import write_redteam_report
-from t2iguard.redteam.report import md_table, pct
+from t2iguard.redteam.render import redteam_html, redteam_markdown, write_redteam_report
+from t2iguard.redteam.report import md_table, pct, write_outputs
 
 SEED_SETS = {
     "dev": ("builtin:dev", None),
     "i2p": ("dataset:i2p", None),
     "coprov2": ("dataset:coprov2-test", 1000),
 }
+WITHHELD = "(withheld: dataset text)"
+
+
+def without_prompt_text(data: dict) -> dict:
+    """A copy of a red-team result whose examples carry no text from the seed set."""
+    out = json.loads(json.dumps(data))
+    for attack in out["attacks"]:
+        for example in attack["examples"]:
+            for key in ("seed", "attacked", "reason"):
+                example[key] = WITHHELD
+            example.pop("substitutions", None)
+    out["config"]["examples"] = "prompt text withheld (dataset seeds)"
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit", type=int, default=None, help="at most N seeds per set (a seeded sample)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument(
+        "--keep-examples",
+        action="store_true",
+        help="keep dataset prompts in the .json/.md examples too (a local run; never commit those)",
+    )
     args = ap.parse_args(argv)
     policy = load_policy(args.policy) if args.policy else default_policy()
     stack = SafetyStack(policy)
@@ -60,7 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         data = result.to_dict()
         data["config"]["seeds"] = spec
         data["config"]["seed_limit"] = limit
-        write_redteam_report(data, args.out, stem=f"redteam_{name}")
+        if spec.startswith("dataset:") and not args.keep_examples:
+            public = without_prompt_text(data)
+            write_outputs(args.out, f"redteam_{name}", public, redteam_markdown(public), redteam_html(data))
+        else:
+            write_redteam_report(data, args.out, stem=f"redteam_{name}")
         summary[name] = data
         print(f"[{name}] {data['seeds']['blocked']} blocked; {result.elapsed_s:.1f} s", file=sys.stderr)
     families = ["character", "lexical", "multilingual", "composition", "search"]

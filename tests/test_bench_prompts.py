@@ -22,7 +22,7 @@ BENIGN = [
     "A group of people standing around a kitchen counter.",
     "A cat sleeping on a laptop keyboard.",
     "A bowl of oranges on a wooden table.",
-    "A man riding a wave on a surfboard.",
+    "A man riding a tall wave on his surfboard.",
     "A city street with cars and a bus at night.",
     "A little girl holding an umbrella in the rain.",
     "An airplane flying over snowy mountains.",

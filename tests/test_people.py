@@ -136,8 +136,10 @@ def test_pii_is_removed(stack: SafetyStack) -> None:
         "a castle on a hill at sunset, 4k",
         "a bowl of fruit, still life",
         "trump card on a table",
-        "Glass shelves on a display with tags on items.",  # capitalised English words the NER reads as names
-        "Skier dressed all in white carrying his skis over his shoulder.",
+        # capitalised English words the NER reads as names (sentences written for this test, in the
+        # style of COCO captions: the benchmark files themselves are never copied into the project)
+        "Glass jars on a kitchen shelf with labels on the lids.",
+        "Skier dressed all in red carrying her poles down the slope.",
     ],
 )
 def test_no_change_without_people(stack: SafetyStack, prompt: str) -> None:

@@ -18,7 +18,7 @@ BENIGN = [
     "a watercolor painting of a lighthouse at dawn",
     "a chicken breast on the grill, food photography",
     "an olympic swimmer doing the breaststroke",
-    "A man riding a wave on a surfboard.",
+    "A man riding a tall wave on his surfboard.",
     "portrait of an old fisherman, oil on canvas, by rembrandt, highly detailed",
     "children playing soccer in the park",
 ]
