@@ -808,14 +808,21 @@ def english_vocabulary(models: ModelCache) -> Vocabulary:
     return models.get(("vocabulary", "english_wide"), Vocabulary.english_wide)
 
 
+def builtin_lexicon_words(models: ModelCache) -> frozenset[str]:
+    """Every word of the built-in lexicon's terms, read once per :class:`ModelCache` (the normalizer's
+    vocabulary and the spelling corrector both need them)."""
+    from t2iguard.prompt.lexicon import Lexicon
+
+    return models.get(("lexicon-words", "builtin"), lambda: frozenset(Lexicon.builtin().words()))
+
+
 def spell_corrector(models: ModelCache) -> SpellCorrector:
     """The spelling corrector over the bundled dictionary, the wide vocabulary's extra words and
     the built-in lexicon's words (so a typo of a term the dictionary lacks, "libtardz", reads as
     the term for the classifiers)."""
-    from t2iguard.prompt.lexicon import Lexicon
 
     def build() -> SpellCorrector:
-        lexicon_words = sorted(w for w in Lexicon.builtin().words() if len(w) > 3)
+        lexicon_words = sorted(w for w in builtin_lexicon_words(models) if len(w) > 3)
         return SpellCorrector(extra_words=(*extra_english_words(), *lexicon_words))
 
     return models.get(("speller", "english"), build)
@@ -824,13 +831,12 @@ def spell_corrector(models: ModelCache) -> SpellCorrector:
 def default_normalizer(models: ModelCache) -> Normalizer:
     """The normalizer shared by the prompt stages: English words plus the built-in lexicon's."""
     from t2iguard.prompt.gazetteer import name_words
-    from t2iguard.prompt.lexicon import Lexicon
     from t2iguard.prompt.people import given_names
 
     def build() -> Normalizer:
         return Normalizer(
             english_vocabulary(models),
-            Lexicon.builtin().words(),
+            builtin_lexicon_words(models),
             speller=spell_corrector(models),
             keep=name_words() | given_names(),
         )

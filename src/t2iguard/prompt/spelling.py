@@ -276,16 +276,9 @@ def _bundled(name: str) -> Path:
 
 @lru_cache(maxsize=4)
 def _language_model(path: str, extra: tuple[str, ...], bigram_path: str | None) -> _Model:
-    """The ranking model over a unigram file, extra words and an optional bigram file; shared per process."""
-    unigrams: dict[str, int] = {}
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            parts = line.split()
-            if len(parts) == 2 and parts[1].isdigit():
-                unigrams[parts[0]] = int(parts[1])
-    for w in extra:
-        if w.isalpha():
-            unigrams.setdefault(w, EXTRA_WORD_COUNT)
+    """The ranking model over a unigram file, extra words and an optional bigram file; shared per
+    process. The unigram counts are the SymSpell tables' own (the file is read once)."""
+    unigrams: dict[str, int] = dict(_symspell(path, extra).words)  # type: ignore[attr-defined]
     bigrams: dict[str, dict[str, int]] = {}
     if bigram_path is not None:
         with open(bigram_path, encoding="utf-8") as fh:
@@ -308,6 +301,6 @@ def _symspell(path: str, extra: tuple[str, ...]) -> object:
     if not sym.load_dictionary(path, term_index=0, count_index=1):
         raise ConfigurationError(f"could not read the spelling dictionary {path}")
     for w in extra:
-        if w.isalpha():
+        if w.isalpha() and w not in sym.words:  # a dictionary word keeps its own count
             sym.create_dictionary_entry(w, EXTRA_WORD_COUNT)
     return sym
