@@ -34,7 +34,7 @@ from t2iguard.core.errors import ConfigurationError, MissingDependencyError
 from t2iguard.core.stage import ModelCache, PromptContext, PromptStage
 from t2iguard.core.types import Category
 from t2iguard.prompt.embedding import E5Encoder, MiniLMEncoder, get_encoder
-from t2iguard.prompt.normalize import default_normalizer
+from t2iguard.prompt.normalize import NormalizedText, default_normalizer
 
 CATEGORIES: tuple[Category, ...] = tuple(Category)
 HEAD_DIR = Path(str(resources.files("t2iguard.prompt").joinpath("models/prompt_classifier")))
@@ -193,10 +193,11 @@ class PromptClassifierStage(PromptStage):
     def warmup(self) -> None:
         self._classifier()
 
-    def _text(self, ctx: PromptContext) -> str:
+    def _normalized(self, ctx: PromptContext) -> NormalizedText:
+        """The normalize stage's view of the prompt (computed here when no normalize stage ran)."""
         if ctx.normalized is not None:
-            return ctx.normalized.text
-        return default_normalizer(self.models).normalize(ctx.text).text
+            return ctx.normalized
+        return default_normalizer(self.models).normalize(ctx.text)
 
     def scan(self, ctx: PromptContext) -> StageResult:
         return self.scan_batch([ctx])[0]
@@ -204,10 +205,8 @@ class PromptClassifierStage(PromptStage):
     def _foreign_share(self, ctx: PromptContext) -> float:
         """The share of words (two letters or more) outside the English vocabulary, as written:
         other languages, but also names and typos."""
-        normalizer = default_normalizer(self.models)
-        norm = ctx.normalized if ctx.normalized is not None else normalizer.normalize(ctx.text)
-        vocab = normalizer.vocabulary
-        words = [w.canonical for w in norm.words if len(w.canonical) >= 2 and w.canonical.isalpha()]
+        vocab = default_normalizer(self.models).vocabulary
+        words = [w.canonical for w in self._normalized(ctx).words if len(w.canonical) >= 2 and w.canonical.isalpha()]
         if not words or vocab is None:
             return 0.0
         return sum(w not in vocab for w in words) / len(words)
@@ -237,7 +236,7 @@ class PromptClassifierStage(PromptStage):
         if not ctxs:
             return []
         clf = self._classifier()
-        probs = clf.predict([self._text(c) for c in ctxs], batch_size=self.params.batch_size)
+        probs = clf.predict([self._normalized(c).text for c in ctxs], batch_size=self.params.batch_size)
         model = clf.sha256[:12]
         out: list[StageResult] = []
         for row in probs:
