@@ -38,6 +38,7 @@ def scores(matcher: BlocklistMatcher, text: str) -> dict[Category, float]:
         ("naaaaked", Category.SEXUAL),
         ("NAKED", Category.SEXUAL),
         ("a s u i c i d e note", Category.SELF_HARM),
+        ("a woman on a bed, (clothes:-1.5)", Category.SEXUAL),  # a negative weight reads "without clothes"
         ("suicid3", Category.SELF_HARM),
         ("self-harm", Category.SELF_HARM),
         ("self harm", Category.SELF_HARM),
@@ -73,6 +74,8 @@ def test_bounded_fuzzy_and_masked_matches(matcher: BlocklistMatcher, text: str, 
 @pytest.mark.parametrize(
     "text",
     [
+        # negative weights on harmless concepts
+        "a portrait of a man, (blurry:-1.2), (watermark:-1)",
         # allow-list exceptions
         "olympic swimmer doing the breaststroke",
         "kill the lights",

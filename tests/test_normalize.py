@@ -265,3 +265,74 @@ def test_separator_style_changes_split_words_and_leading_symbols_decode(
 @pytest.mark.parametrize("text", ["wow! great", "| vintage | 4k", "!!!", "a | b"])
 def test_punctuation_symbols_stay_punctuation(norm: Normalizer, text: str) -> None:
     assert norm.normalize(text).text == text
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        # a name outside the vocabulary, in leetspeak or split by a symbol no word contains, is read
+        # back as the name, so that the classifiers see what the user meant
+        ("a portrait by m0r3ll1ni", "a portrait by morellini"),
+        ("a portrait by $tavrakis", "a portrait by stavrakis"),
+        ("a portrait by Zab•rowski", "a portrait by zabrowski"),
+        ("a portrait by vel~tani", "a portrait by veltani"),
+        ("a portrait by zan|bretti", "a portrait by zanbretti"),
+    ],
+)
+def test_names_outside_the_vocabulary_are_decoded(norm: Normalizer, text: str, canonical: str) -> None:
+    out = norm.normalize(text)
+    assert out.text == canonical
+    assert out.obfuscation(), "the disguise is reported"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["unreal_engine render", "a q&a session on m&ms", "covid19 masks in 1080p", "the 16th floor", "a 3-way junction"],
+)
+def test_symbols_in_ordinary_tokens_are_not_decoded(norm: Normalizer, text: str) -> None:
+    out = norm.normalize(text)
+    assert out.text == text
+    assert out.obfuscation() == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "kinds"),
+    [
+        ("a n4k3d woman", {"leetspeak"}),
+        ("a n.a.k.e.d woman", {"separator"}),
+        ("a s u i c i d e note", {"separator"}),
+        ("a nаkеd woman", {"homoglyph"}),  # Cyrillic а, е
+        ("a na\u200bked woman", {"invisible"}),
+        ("a nakd wman on a bech", {"misspelling"}),
+        ("a red car", set()),
+        ("a close-up of the U.S flag, black/white", set()),
+        ("a womn on a bench", set()),  # one typo is no disguise
+    ],
+)
+def test_obfuscation_evidence(norm: Normalizer, text: str, kinds: set[str]) -> None:
+    assert set(norm.normalize(text).obfuscation()) == kinds
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical", "applied"),
+    [
+        # a negative weight steers the image away from a concept: concept arithmetic's negation
+        ("a woman on a bed, (clothes:-1.5)", "a woman on a bed, without clothes", "negative-weight"),
+        ("a man, ( dressed : −0.8 )", "a man, without dressed", "negative-weight"),
+        # a positive weight only emphasises
+        ("(masterpiece:1.2), a (red:0.8) car", "masterpiece, a red car", "weight"),
+    ],
+)
+def test_prompt_weights_are_read_as_text(norm: Normalizer, text: str, canonical: str, applied: str) -> None:
+    out = norm.normalize(text)
+    assert out.text == canonical
+    assert applied in out.applied
+    if "without" in canonical:
+        # the inserted word points at the weight's opening parenthesis in what the user wrote
+        word = next(w for w in out.words if w.canonical == "without")
+        assert text[word.start] == "("
+
+
+@pytest.mark.parametrize("text", ["a (16:9) frame", "the meeting (10:30) room", "a (big) dog"])
+def test_ratios_times_and_parentheses_are_not_weights(norm: Normalizer, text: str) -> None:
+    assert norm.normalize(text).text == text

@@ -91,6 +91,81 @@ _COMPOUND_SPLIT_RE = re.compile(r"([-'\u2019])")
 _SPELLED_RE = re.compile(rf"^[^\W_](?P<sep>[{re.escape(_INNER_SYMBOLS)}])[^\W_](?:(?P=sep)[^\W_])+$")
 
 _INVISIBLE_CATEGORIES = frozenset({"Cf", "Cc", "Co", "Cn", "Cs"})
+# Separators that split a word in obfuscation but never join two words in ordinary writing (unlike
+# "-", "/", ".", "," or "'"): a word split by them is one word even when it is not in the list.
+_IN_WORD_SEPARATORS = frozenset("_*~·•:^#%")
+# "(word:1.3)", "(bare skin : -1.5)": the weight syntax of AUTOMATIC1111 and ComfyUI prompts
+_WEIGHT_RE = re.compile(r"\(([^():]+):\s*([-\u2212]?\s*\d+(?:\.\d+)?|[-\u2212]?\s*\.\d+)\s*\)")
+_MAX_WEIGHT = 5.0
+_NUMBER_RE = re.compile(r"\d+(?:st|nd|rd|th|s|am|pm|k|p|mm|cm|m|km|kg|px|x|d|fps|hz|gb|mb)")
+_INNER_SEPARATOR_RE = re.compile(r"(?<=[^\W\d_])[|+](?=[^\W\d_])")
+# Leetspeak for a word the list lacks: a symbol that stands for a letter, or a digit between letters
+# ("k4w4se"); digits only at an end ("covid19", "1080p", "h264") are part of the name.
+_LEET_SYMBOL_RE = re.compile(r"[@$€£¢!|+]|[^\W\d_]\d+[^\W\d_]")
+
+
+def _read_weights(folded: str, src: list[int], plain: str, applied: set[str]) -> tuple[str, list[int], str]:
+    """Read the prompt-weighting syntax of common UIs (``(word:1.3)``, AUTOMATIC1111/ComfyUI) as text:
+    a weight emphasises, so ``(red:1.3)`` is "red"; a negative weight steers the image away from a
+    concept, so ``(clothes:-1.5)`` is "without clothes". Concept arithmetic (Petsiuk & Saenko, ECCV
+    2024) composes a forbidden image from such negated concepts. The inserted "without " maps to
+    the opening parenthesis in the original prompt."""
+    out: list[str] = []
+    out_src: list[int] = []
+    out_plain: list[str] = []
+    last = 0
+    for m in _WEIGHT_RE.finditer(folded):
+        inner = m.group(1)
+        weight = float(m.group(2).replace(" ", "").replace("\u2212", "-"))
+        if not any(c.isalpha() for c in inner) or abs(weight) > _MAX_WEIGHT:
+            continue  # "(16:9)", "(scene 2:30)": a ratio or a time, not a weight
+        out.append(folded[last : m.start()])
+        out_plain.append(plain[last : m.start()])
+        out_src.extend(src[last : m.start()])
+        if weight < 0:
+            out.append("without ")
+            out_plain.append("without ")
+            out_src.extend([src[m.start()]] * len("without "))
+            applied.add("negative-weight")
+        else:
+            applied.add("weight")
+        start = m.start(1) + len(inner) - len(inner.lstrip())
+        end = m.end(1) - (len(inner) - len(inner.rstrip()))
+        out.append(folded[start:end])
+        out_plain.append(plain[start:end])
+        out_src.extend(src[start:end])
+        last = m.end()
+    if not last:
+        return folded, src, plain
+    out.append(folded[last:])
+    out_plain.append(plain[last:])
+    out_src.extend(src[last:])
+    return "".join(out), out_src, "".join(out_plain)
+
+
+def _split_word(w: Word) -> bool:
+    """Whether a joined word was split on purpose: by a symbol no word contains, or spelled out
+    letter by letter (three letters or more), or cut by ``.``, ``/`` or ``,`` into fragments that are
+    not all words of their own."""
+    if any(c in _IN_WORD_SEPARATORS or c in _INNER_SYMBOLS for g in w.gaps for c in g):
+        return True
+    cuts = sorted(w.bounds)
+    pieces = [w.text[a:b] for a, b in itertools.pairwise(cuts)]
+    if len(pieces) >= 3 and all(len(p) == 1 for p in pieces):
+        return True
+    return any(g.strip() in (".", "/", ",") for g in w.gaps) and all(len(p) >= 2 for p in pieces)
+
+
+def _looks_leet(text: str) -> bool:
+    """Whether an out-of-vocabulary token is leetspeak: five characters or more, at least half of
+    them letters, nothing but letters and leetspeak, and a letter-symbol or letter-digit-letter mix."""
+    letters = sum(c.isalpha() for c in text)
+    return (
+        len(text) >= 5
+        and 2 * letters >= len(text)
+        and all(c.isalpha() or c in LEET for c in text)
+        and _LEET_SYMBOL_RE.search(text) is not None
+    )
 
 
 @lru_cache(maxsize=1)
@@ -162,6 +237,36 @@ class NormalizedText:
     @property
     def changed(self) -> bool:
         return bool(self.applied)
+
+    def obfuscation(self, min_corrections: int = 2) -> dict[str, int]:
+        """Evidence that the prompt was disguised, kind -> number of words (no kinds: none).
+
+        Only forms that honest prompts rarely take count: letters swapped for look-alikes
+        (``homoglyph``, ``fullwidth``) or hidden characters (``invisible``); ``leetspeak`` with a
+        symbol or a digit between letters (``n4k3d``, ``$ex``; not ``4k`` or ``1950s``); a word of four
+        letters or more split by ``separator`` characters (``n.a.k.e.d``, ``s u i c i d e``, ``shee•ran``,
+        ``pa/inting``; not ``close-up``, ``U.S`` or ``they/them``); and ``misspelling`` when at least
+        ``min_corrections`` words needed a spelling correction (one typo is common, a prompt full of
+        them is not).
+        """
+        out: dict[str, int] = {k: 1 for k in ("homoglyph", "fullwidth", "invisible") if k in self.applied}
+        leet = split = typos = 0
+        for w in self.words:
+            typos += w.corrected is not None
+            letters = w.canonical.replace(" ", "")  # spelled-out letters may read as several words
+            if not letters.isalpha():
+                continue
+            if letters != w.text and _LEET_SYMBOL_RE.search(w.text):
+                leet += 1
+            if w.joined and max(map(len, w.canonical.split())) >= 4 and _split_word(w):
+                split += 1
+        if leet:
+            out["leetspeak"] = leet
+        if split:
+            out["separator"] = split
+        if typos >= min_corrections:
+            out["misspelling"] = typos
+        return out
 
     def readable(self) -> tuple[str, list[int]]:
         """The prompt with its obfuscations undone but its case kept, for a named-entity recogniser
@@ -352,6 +457,8 @@ class Normalizer:
     # ---- words -------------------------------------------------------------------------
     def normalize(self, text: str) -> NormalizedText:
         folded, src, applied, plain = self.fold(text)
+        if "(" in folded:
+            folded, src, plain = _read_weights(folded, src, plain, applied)
         pieces: list[tuple[int, int]] = []
         forced: set[int] = set()  # piece ends that must be joined with the next piece
         for m in _PIECE_RE.finditer(folded):
@@ -640,6 +747,8 @@ class Normalizer:
         as_written = folded[group[0][0] : group[-1][1]]
         if not has_alpha or not (leet or joined or repeated) or self.vocabulary is None:
             return as_written
+        if len(group) == 1 and _NUMBER_RE.fullmatch(text):
+            return as_written  # "16th", "1950s", "35mm": a number, not leetspeak
         if len(group) > 2 and folded[group[-1][0] : group[-1][1]].lower() == "s":
             # a possessive spelled out with the word ("w o m a n ' s", "w|o|m|a|n|'|s"): the stem, then
             # "s" where that makes a word ("nurses", as for "nurse's" written plainly), else "'s"
@@ -677,7 +786,27 @@ class Normalizer:
         ):
             # letters spelled out one by one are meant as one word even if it is not in the list
             return next(iter(self._candidates(text, leet, False)))
+        if joined and not repeated and self._split_inside_word(folded, group):
+            # a word outside the list split by a symbol no word contains ("shee•ran", "kaw~ase"):
+            # the word, so that the classifiers read the name or coinage as written before the split
+            return next(iter(self._candidates(text, leet, False)))
+        if len(group) == 1 and leet and _looks_leet(text):
+            # leetspeak for a word outside the list ("k4w4se", "$heeran", "9!9ach@d"): its most likely
+            # letters, a "|" or "+" between letters read as a separator ("ba|rlowe")
+            return next(iter(self._candidates(_INNER_SEPARATOR_RE.sub("", text), True, False)))
         return as_written
+
+    def _split_inside_word(self, folded: str, group: list[tuple[int, int]]) -> bool:
+        """Whether the pieces of ``group`` are one word split by symbols that never join words in
+        ordinary writing (not ``-``, ``/``, ``.``, ``,`` or ``'``), and not simply words of their own
+        (``unreal_engine``)."""
+        vocab = self.vocabulary
+        assert vocab is not None
+        gaps = [folded[a[1] : b[0]] for a, b in itertools.pairwise(group)]
+        if not all(len(g) == 1 and g in _IN_WORD_SEPARATORS for g in gaps):
+            return False
+        pieces = [folded[s:e] for s, e in group]
+        return not all(_is_word(p, vocab) for p in pieces)
 
     def _decode_pieces(self, folded: str, group: list[tuple[int, int]]) -> str | None:
         """Each piece of a joined word decoded on its own (a leetspeak ``s`` after an apostrophe is
