@@ -175,9 +175,13 @@ class StagePolicy:
             enabled = True
         return threshold, action, enabled
 
-    def judge(self, finding: Finding) -> TraceEntry:
-        """Apply the policy to one finding."""
+    def judge(self, finding: Finding, threshold_scale: float = 1.0) -> TraceEntry:
+        """Apply the policy to one finding; ``threshold_scale`` (in (0, 1]) makes the stage stricter for
+        this input, e.g. for a prompt in disguise (the trace records the threshold applied)."""
+        if not 0.0 < threshold_scale <= 1.0:
+            raise ValueError(f"threshold_scale must be in (0, 1], got {threshold_scale}")
         threshold, action, enabled = self.rule(finding.category)
+        threshold = round(threshold * threshold_scale, 6)
         hit = enabled and finding.score >= threshold
         message = finding.message
         if not enabled:

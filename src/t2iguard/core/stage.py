@@ -173,12 +173,14 @@ class Stage(ABC):
         changes: Sequence[Change] = (),
         message: str | None = None,
         artifacts: dict[str, Any] | None = None,
+        threshold_scale: float = 1.0,
     ) -> StageResult:
-        """Turn findings into a :class:`StageResult` by applying this stage's policy slice."""
+        """Turn findings into a :class:`StageResult` by applying this stage's policy slice
+        (its thresholds times ``threshold_scale``, see :meth:`StagePolicy.judge`)."""
         ph = phase or self.policy.phase
         trace: list[TraceEntry] = []
         for f in findings:
-            entry = self.policy.judge(f)
+            entry = self.policy.judge(f, threshold_scale)
             if entry.phase != ph:
                 entry = entry.model_copy(update={"phase": ph})
             trace.append(entry)

@@ -184,6 +184,17 @@ class PromptClassifierStage(PromptStage):
             description="score only prompts with at least this share of words outside the English vocabulary "
             "(a multilingual tier after the English classifier); None: every prompt",
         )
+        obfuscated_scale: float | None = Field(
+            default=None,
+            gt=0.0,
+            le=1.0,
+            description="multiply the thresholds by this for a prompt in disguise (leetspeak, look-alike or "
+            "hidden characters, words split by separators, several typos: NormalizedText.obfuscation); "
+            "disguise is evidence of intent, and normalization cannot always undo it; None: no change",
+        )
+        obfuscated_min_corrections: int = Field(
+            default=2, ge=1, description="spelling corrections that count as a disguise (obfuscated_scale)"
+        )
 
     params: Params
 
@@ -236,15 +247,25 @@ class PromptClassifierStage(PromptStage):
         if not ctxs:
             return []
         clf = self._classifier()
-        probs = clf.predict([self._normalized(c).text for c in ctxs], batch_size=self.params.batch_size)
+        normalized = [self._normalized(c) for c in ctxs]
+        probs = clf.predict([n.text for n in normalized], batch_size=self.params.batch_size)
         model = clf.sha256[:12]
         out: list[StageResult] = []
-        for row in probs:
+        for row, norm in zip(probs, normalized, strict=True):
+            scale, disguise = 1.0, {}
+            if self.params.obfuscated_scale is not None:
+                disguise = norm.obfuscation(self.params.obfuscated_min_corrections)
+                if disguise:
+                    scale = self.params.obfuscated_scale
             scores = {str(c): round(float(p), 6) for c, p in zip(clf.categories, row, strict=True)}
+            evidence: dict[str, object] = {"tier": TIER, "model": model}
+            note = "learned classifier"
+            if disguise:
+                evidence.update(disguise=disguise, threshold_scale=scale)
+                kinds = ", ".join(f"{k} {n}" for k, n in sorted(disguise.items()))
+                note += f"; thresholds x{scale:g} for a prompt in disguise ({kinds})"
             findings = [
-                Finding(
-                    category=c, score=float(p), evidence={"tier": TIER, "model": model}, message="learned classifier"
-                )
+                Finding(category=c, score=float(p), evidence=evidence, message=note)
                 for c, p in zip(clf.categories, row, strict=True)
                 if p >= self.params.report_floor
             ]
@@ -252,6 +273,9 @@ class PromptClassifierStage(PromptStage):
             message = None if findings else f"every category below {self.params.report_floor:g} "
             if message:
                 message += f"(highest {clf.categories[top]} {float(row[top]):.3f})"
-            result = self.result(findings, message=message, artifacts={"scores": scores})
+            artifacts: dict[str, object] = {"scores": scores}
+            if disguise:
+                artifacts.update(disguise=disguise, threshold_scale=scale)
+            result = self.result(findings, message=message, artifacts=artifacts, threshold_scale=scale)
             out.append(result)
         return out
