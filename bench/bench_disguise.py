@@ -17,7 +17,7 @@ is evidence of intent. This benchmark measures, for each scale of a grid:
 The policy's classifier runs without the scale; a scale ``s`` is applied afterwards to the stage's
 score vector (a prompt in disguise is blocked when a blocking category scores >= ``s`` x threshold),
 which is exactly what the stage does. Rule used to choose the default (0.7): the smallest scale of the
-grid whose benign cost stays at or under 2.5 % of the benign seeds for every attack.
+grid that, under every attack, blocks at most 2.5 % more of the benign seeds than no scale does.
 
 Writes ``bench/results/disguise.{json,md}``::
 
@@ -119,7 +119,8 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         f"`python bench/bench_disguise.py --data ../shared/benchmarks --n {r['n']}`; classifier thresholds times "
         "the scale for a prompt the normalizer finds disguised. Chosen default: "
-        f"**x{r['chosen']:g}** (smallest scale whose benign cost is <= {100 * BENIGN_BUDGET:g} % for every attack).",
+        f"**x{r['chosen']:g}** (smallest scale that blocks at most {100 * BENIGN_BUDGET:g} % more of the benign "
+        "seeds than x1 under every attack).",
         "",
         f"Honest prompts that look disguised: {r['honest']['disguised']} of {r['honest']['n']} "
         f"({100 * r['honest']['disguised'] / r['honest']['n']:.2f} %; COCO rows < 20,000 and CoProV2 train).",
@@ -167,10 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         "benign": sweep(stack, norm, sets["benign"], thresholds, unsafe=False),
     }
     budget = BENIGN_BUDGET * result["benign"]["counted"]
-    result["chosen"] = min(
-        (s for s in SCALES if all(row[str(s)] <= budget for row in result["benign"]["attacks"].values())),
-        default=1.0,
-    )
+    extra = result["benign"]["attacks"].values()  # benign prompts blocked beyond those blocked without a scale
+    result["chosen"] = min((s for s in SCALES if all(row[str(s)] - row["1.0"] <= budget for row in extra)), default=1.0)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "disguise.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "disguise.md").write_text(markdown(result))
