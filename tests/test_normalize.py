@@ -73,6 +73,8 @@ def test_normalization_classes(norm: Normalizer, text: str, canonical: str, appl
         "the pen is red",
         "sooo good",
         "mp3 player on a desk",
+        'A "5-Star" hotel room',  # a quote after a space opens a phrase: no spelled-out "a5"
+        "the 16th floor at 6am",
     ],
 )
 def test_ordinary_text_keeps_its_meaning(norm: Normalizer, text: str) -> None:

@@ -52,6 +52,7 @@ _INNER_SYMBOLS = "!|+"
 SEPARATORS = frozenset(".-_*~·•/\\:;,'`^=\"#%&()[]{}<>")
 MASKS = frozenset("*#%")
 _MAX_JOIN_GAP = 3
+_PHRASE_MARKS = frozenset('"`()[]{}<>')
 _MAX_AMBIGUOUS = 4
 
 _PIECE_RE = re.compile(
@@ -648,8 +649,9 @@ class Normalizer:
                 return False
         if has_space:
             # "s u i c i d e": spaces only join letters spelled out one by one, so that
-            # "the pen is red" never becomes "penis".
-            return left_len == 1 and right_len == 1
+            # "the pen is red" never becomes "penis"; a quote or bracket next to a space opens or
+            # closes a phrase (A "5-Star" hotel), it does not spell a word
+            return left_len == 1 and right_len == 1 and not any(ch in _PHRASE_MARKS for ch in gap)
         return True
 
     def _word(
