@@ -221,3 +221,33 @@ def test_obfuscated_names_are_found_and_spans_point_at_what_was_written(
 )
 def test_obfuscation_does_not_invent_people(analyzer: PeopleAnalyzer, prompt: str) -> None:
     assert analyzer.analyze(prompt).people == ()
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "Eine Katze schläft auf dem Sofa im Wohnzimmer",
+        "Ein Hund spielt im Garten mit einem Ball",
+        "Un perro corre por la playa con una pelota",
+    ],
+)
+def test_capitalised_nouns_of_other_languages_are_no_names(
+    analyzer: PeopleAnalyzer, stack: SafetyStack, prompt: str
+) -> None:
+    # the English NER model reads German nouns as names; in another language only the gazetteer,
+    # given names and honorifics find people, and the prompt reaches the generator as written
+    assert analyzer.analyze(prompt).people == ()
+    d = stack.check_prompt(prompt)
+    assert d.action == Action.ALLOW and d.prompt == prompt, d.reason
+
+
+def test_language_check_needs_both_signals(models: ModelCache) -> None:
+    from t2iguard.prompt.language import language_check
+
+    check = language_check(models)
+    assert not check.english("Eine Katze schläft auf dem Sofa im Wohnzimmer")
+    assert check.english("A skateboarder is riding his skateboard at night")  # langid alone says Afrikaans
+    assert check.english("Anjali Deshpande at the beach")  # names alone are no other language
+    # and English prompts keep their people
+    names = [p.text for p in get_people_analyzer(models).analyze("Anjali Deshpande at the beach").people]
+    assert names == ["Anjali Deshpande"]

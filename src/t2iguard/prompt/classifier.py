@@ -34,6 +34,7 @@ from t2iguard.core.errors import ConfigurationError, MissingDependencyError
 from t2iguard.core.stage import ModelCache, PromptContext, PromptStage
 from t2iguard.core.types import Category
 from t2iguard.prompt.embedding import E5Encoder, MiniLMEncoder, get_encoder
+from t2iguard.prompt.language import language_check
 from t2iguard.prompt.normalize import NormalizedText, default_normalizer
 
 CATEGORIES: tuple[Category, ...] = tuple(Category)
@@ -255,6 +256,8 @@ class PromptClassifierStage(PromptStage):
             scale, disguise = 1.0, {}
             if self.params.obfuscated_scale is not None:
                 disguise = norm.obfuscation(self.params.obfuscated_min_corrections)
+                if "misspelling" in disguise and not language_check(self.models).english(norm.original):
+                    del disguise["misspelling"]  # another language is no typo
                 if disguise:
                     scale = self.params.obfuscated_scale
             scores = {str(c): round(float(p), 6) for c, p in zip(clf.categories, row, strict=True)}

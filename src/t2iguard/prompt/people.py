@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from t2iguard.core.errors import ConfigurationError, MissingDependencyError
 from t2iguard.core.stage import ModelCache
 from t2iguard.prompt.gazetteer import FigureMatch, Gazetteer, fold_name, transliterate
+from t2iguard.prompt.language import LanguageCheck, language_check
 
 if TYPE_CHECKING:
     from presidio_analyzer import AnalyzerEngine
@@ -504,8 +505,10 @@ class PeopleAnalyzer:
         min_score: float = 0.5,
         dictionary: Container[str] = frozenset(),
         readable: Callable[[str], tuple[str, list[int]]] | None = None,
+        language: LanguageCheck | None = None,
     ) -> None:
         self.gazetteer = gazetteer
+        self._language = language  # None: every prompt is read as English
         # the view of the prompt the recogniser reads: obfuscations undone, case kept (see
         # NormalizedText.readable); spans are mapped back to the prompt as written
         self._readable = readable
@@ -568,6 +571,15 @@ class PeopleAnalyzer:
             text=text, language="en", nlp_artifacts=artifacts, entities=[PERSON, *PII_ENTITIES]
         )
         persons = sorted((r for r in results if r.entity_type == PERSON), key=lambda r: (r.start, -r.end))
+        if self._language is not None and not self._language.english(text):
+            # another language: the English NER model takes its capitalised nouns for names ("Eine
+            # Katze", "Messer"); keep the gazetteer, given names and honorifics
+            persons = [
+                r
+                for r in persons
+                if (r.recognition_metadata or {}).get("t2iguard_source", "ner") not in _NER_SOURCES
+                or self.gazetteer.match(text[r.start : r.end]) is not None
+            ]
         merged: list[list[Any]] = []  # [start, end, score, sources]
         for r in persons:
             src = (r.recognition_metadata or {}).get("t2iguard_source", "ner")
@@ -645,6 +657,7 @@ def _remap(res: PeopleAnalysis, original: str, src: list[int]) -> PeopleAnalysis
 
 
 _NAME_PUNCT = frozenset(" -'.’,")
+_NER_SOURCES = frozenset({"ner", "capitalised"})
 
 
 def _plausible_name(span: str) -> bool:
@@ -693,6 +706,7 @@ def get_people_analyzer(
             common_words(models),
             dictionary=models.get(("vocabulary", "english", 0), _english),
             readable=lambda text: normalizer.normalize(text).readable(),
+            language=language_check(models),
         )
 
     return models.get(key, build)
