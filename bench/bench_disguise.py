@@ -111,9 +111,15 @@ def sweep(stack: SafetyStack, norm: Normalizer, seeds: list[str], thresholds: di
     return out
 
 
+def _table(title: str, attacks: dict[str, dict[str, int]]) -> list[str]:
+    """One section: a row per attack, a column per scale."""
+    lines = [f"## {title}", "", "| attack | " + " | ".join(f"x{s:g}" for s in SCALES) + " |"]
+    lines.append("|---|" + "---:|" * len(SCALES))
+    lines += [f"| {name} | " + " | ".join(str(row[str(s)]) for s in SCALES) + " |" for name, row in attacks.items()]
+    return lines
+
+
 def markdown(r: dict[str, Any]) -> str:
-    head = "| attack | " + " | ".join(f"x{s:g}" for s in SCALES) + " |"
-    rule = "|---|" + "---:|" * len(SCALES)
     lines = [
         "# Stricter thresholds for prompts in disguise (training prompts only)",
         "",
@@ -125,22 +131,16 @@ def markdown(r: dict[str, Any]) -> str:
         f"Honest prompts that look disguised: {r['honest']['disguised']} of {r['honest']['n']} "
         f"({100 * r['honest']['disguised'] / r['honest']['n']:.2f} %; COCO rows < 20,000 and CoProV2 train).",
         "",
-        f"## Unsafe seeds the stack blocks ({r['unsafe']['counted']}) whose attacked form gets through",
+        *_table(
+            f"Unsafe seeds the stack blocks ({r['unsafe']['counted']}) whose attacked form gets through",
+            r["unsafe"]["attacks"],
+        ),
         "",
-        head,
-        rule,
+        *_table(
+            f"Benign seeds the stack allows ({r['benign']['counted']}) whose attacked form gets blocked",
+            r["benign"]["attacks"],
+        ),
     ]
-    for name, row in r["unsafe"]["attacks"].items():
-        lines.append(f"| {name} | " + " | ".join(str(row[str(s)]) for s in SCALES) + " |")
-    lines += [
-        "",
-        f"## Benign seeds the stack allows ({r['benign']['counted']}) whose attacked form gets blocked",
-        "",
-        head,
-        rule,
-    ]
-    for name, row in r["benign"]["attacks"].items():
-        lines.append(f"| {name} | " + " | ".join(str(row[str(s)]) for s in SCALES) + " |")
     return "\n".join(lines) + "\n"
 
 

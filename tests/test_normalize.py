@@ -53,6 +53,11 @@ def norm() -> Normalizer:
         ("naaaaked", "naked", "repeat"),
         ("kiiiilll", "kill", "repeat"),
         ("suuuiciiide", "suicide", "repeat"),
+        # prompt weights: a negative weight steers the image away from a concept (concept
+        # arithmetic's negation); a positive one only emphasises
+        ("a woman on a bed, (clothes:-1.5)", "a woman on a bed, without clothes", "negative-weight"),
+        ("a man, ( dressed : −0.8 )", "a man, without dressed", "negative-weight"),
+        ("(masterpiece:1.2), a (red:0.8) car", "masterpiece, a red car", "weight"),
     ],
 )
 def test_normalization_classes(norm: Normalizer, text: str, canonical: str, applied: str) -> None:
@@ -315,24 +320,11 @@ def test_obfuscation_evidence(norm: Normalizer, text: str, kinds: set[str]) -> N
     assert set(norm.normalize(text).obfuscation()) == kinds
 
 
-@pytest.mark.parametrize(
-    ("text", "canonical", "applied"),
-    [
-        # a negative weight steers the image away from a concept: concept arithmetic's negation
-        ("a woman on a bed, (clothes:-1.5)", "a woman on a bed, without clothes", "negative-weight"),
-        ("a man, ( dressed : −0.8 )", "a man, without dressed", "negative-weight"),
-        # a positive weight only emphasises
-        ("(masterpiece:1.2), a (red:0.8) car", "masterpiece, a red car", "weight"),
-    ],
-)
-def test_prompt_weights_are_read_as_text(norm: Normalizer, text: str, canonical: str, applied: str) -> None:
-    out = norm.normalize(text)
-    assert out.text == canonical
-    assert applied in out.applied
-    if "without" in canonical:
-        # the inserted word points at the weight's opening parenthesis in what the user wrote
-        word = next(w for w in out.words if w.canonical == "without")
-        assert text[word.start] == "("
+@pytest.mark.parametrize("text", ["a woman on a bed, (clothes:-1.5)", "a man, ( dressed : −0.8 )"])
+def test_a_negative_weight_maps_back_to_its_parenthesis(norm: Normalizer, text: str) -> None:
+    # the inserted word points at the weight's opening parenthesis in what the user wrote
+    word = next(w for w in norm.normalize(text).words if w.canonical == "without")
+    assert text[word.start] == "("
 
 
 @pytest.mark.parametrize("text", ["a (16:9) frame", "the meeting (10:30) room", "a (big) dog"])

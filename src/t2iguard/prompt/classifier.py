@@ -34,7 +34,7 @@ from t2iguard.core.errors import ConfigurationError, MissingDependencyError
 from t2iguard.core.stage import ModelCache, PromptContext, PromptStage
 from t2iguard.core.types import Category
 from t2iguard.prompt.embedding import E5Encoder, MiniLMEncoder, get_encoder
-from t2iguard.prompt.language import language_check
+from t2iguard.prompt.language import foreign_share, language_check
 from t2iguard.prompt.normalize import NormalizedText, default_normalizer
 
 CATEGORIES: tuple[Category, ...] = tuple(Category)
@@ -218,10 +218,9 @@ class PromptClassifierStage(PromptStage):
         """The share of words (two letters or more) outside the English vocabulary, as written:
         other languages, but also names and typos."""
         vocab = default_normalizer(self.models).vocabulary
-        words = [w.canonical for w in self._normalized(ctx).words if len(w.canonical) >= 2 and w.canonical.isalpha()]
-        if not words or vocab is None:
+        if vocab is None:
             return 0.0
-        return sum(w not in vocab for w in words) / len(words)
+        return foreign_share((w.canonical for w in self._normalized(ctx).words if w.canonical.isalpha()), vocab)
 
     def scan_batch(self, ctxs: Sequence[PromptContext]) -> list[StageResult]:
         gate = self.params.foreign_share

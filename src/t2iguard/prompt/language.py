@@ -11,7 +11,7 @@ Afrikaans), the word share on English prompts full of names.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Iterable
 
 from t2iguard.core.stage import ModelCache
 
@@ -22,6 +22,13 @@ multilingual classifier tier's gate in the default policy)."""
 _WORD_RE = re.compile(r"[^\W\d_]+")
 
 
+def foreign_share(words: Iterable[str], dictionary: Container[str]) -> float:
+    """The share of ``words`` (lower-case; two letters or more) outside ``dictionary``: other
+    languages, but also names and typos."""
+    counted = [w for w in words if len(w) >= 2]
+    return sum(w not in dictionary for w in counted) / len(counted) if counted else 0.0
+
+
 class LanguageCheck:
     """``english(text)``: the two-signal test of the module docstring."""
 
@@ -29,12 +36,9 @@ class LanguageCheck:
         self._dictionary = dictionary
         self._identify = identify
 
-    def foreign_share(self, text: str) -> float:
-        words = [w.lower() for w in _WORD_RE.findall(text) if len(w) >= 2]
-        return sum(w not in self._dictionary for w in words) / len(words) if words else 0.0
-
     def english(self, text: str) -> bool:
-        return self.foreign_share(text) < FOREIGN_SHARE or self._identify(text) == "en"
+        words = (w.lower() for w in _WORD_RE.findall(text))
+        return foreign_share(words, self._dictionary) < FOREIGN_SHARE or self._identify(text) == "en"
 
 
 def language_identifier() -> Callable[[str], str]:

@@ -111,37 +111,29 @@ def _read_weights(folded: str, src: list[int], plain: str, applied: set[str]) ->
     concept, so ``(clothes:-1.5)`` is "without clothes". Concept arithmetic (Petsiuk & Saenko, ECCV
     2024) composes a forbidden image from such negated concepts. The inserted "without " maps to
     the opening parenthesis in the original prompt."""
-    out: list[str] = []
-    out_src: list[int] = []
-    out_plain: list[str] = []
+    runs: list[tuple[str, str, list[int]]] = []  # (folded, plain, src) runs of the rewritten text
+
+    def keep(start: int, end: int) -> None:
+        runs.append((folded[start:end], plain[start:end], src[start:end]))
+
     last = 0
     for m in _WEIGHT_RE.finditer(folded):
         inner = m.group(1)
         weight = float(m.group(2).replace(" ", "").replace("\u2212", "-"))
         if not any(c.isalpha() for c in inner) or abs(weight) > _MAX_WEIGHT:
             continue  # "(16:9)", "(scene 2:30)": a ratio or a time, not a weight
-        out.append(folded[last : m.start()])
-        out_plain.append(plain[last : m.start()])
-        out_src.extend(src[last : m.start()])
+        keep(last, m.start())
         if weight < 0:
-            out.append("without ")
-            out_plain.append("without ")
-            out_src.extend([src[m.start()]] * len("without "))
+            runs.append(("without ", "without ", [src[m.start()]] * len("without ")))
             applied.add("negative-weight")
         else:
             applied.add("weight")
-        start = m.start(1) + len(inner) - len(inner.lstrip())
-        end = m.end(1) - (len(inner) - len(inner.rstrip()))
-        out.append(folded[start:end])
-        out_plain.append(plain[start:end])
-        out_src.extend(src[start:end])
+        keep(m.start(1) + len(inner) - len(inner.lstrip()), m.end(1) - (len(inner) - len(inner.rstrip())))
         last = m.end()
-    if not last:
+    if not runs:
         return folded, src, plain
-    out.append(folded[last:])
-    out_plain.append(plain[last:])
-    out_src.extend(src[last:])
-    return "".join(out), out_src, "".join(out_plain)
+    keep(last, len(folded))
+    return "".join(r[0] for r in runs), [i for r in runs for i in r[2]], "".join(r[1] for r in runs)
 
 
 def _split_word(w: Word) -> bool:
@@ -157,16 +149,17 @@ def _split_word(w: Word) -> bool:
     return any(g.strip() in (".", "/", ",") for g in w.gaps) and all(len(p) >= 2 for p in pieces)
 
 
-def _looks_leet(text: str) -> bool:
-    """Whether an out-of-vocabulary token is leetspeak: five characters or more, at least half of
-    them letters, nothing but letters and leetspeak, and a letter-symbol or letter-digit-letter mix."""
+def _leet_shaped(text: str) -> bool:
+    """Whether a token could be a leetspeak word: five characters or more ("c3po", "r2d2" are short
+    letter-digit names), at least half of them letters, nothing but letters and leetspeak."""
     letters = sum(c.isalpha() for c in text)
-    return (
-        len(text) >= 5
-        and 2 * letters >= len(text)
-        and all(c.isalpha() or c in LEET for c in text)
-        and _LEET_SYMBOL_RE.search(text) is not None
-    )
+    return len(text) >= 5 and 2 * letters >= len(text) and all(c.isalpha() or c in LEET for c in text)
+
+
+def _looks_leet(text: str) -> bool:
+    """Whether an out-of-vocabulary token is leetspeak: leetspeak-shaped, with a letter-symbol or a
+    letter-digit-letter mix."""
+    return _leet_shaped(text) and _LEET_SYMBOL_RE.search(text) is not None
 
 
 @lru_cache(maxsize=1)
@@ -552,10 +545,7 @@ class Normalizer:
         if _COMPOUND_RE.fullmatch(c):
             return self._compound_correction(c, prev, nxt)
         text = word.text
-        letters = sum(ch.isalpha() for ch in text)
-        if c != text or letters * 2 < len(text) or not all(ch.isalpha() or ch in LEET for ch in text):
-            return None
-        if len(text) < 5:  # "c3po", "r2d2": short letter-digit names, not leetspeak typos
+        if c != text or not _leet_shaped(text):
             return None
         # leetspeak whose decoding is a typo ("wr17713n" -> "writtien" -> "written")
         for cand in self._candidates(text, True, _RUN3_RE.search(text) is not None):
