@@ -110,6 +110,14 @@ def main(argv: list[str] | None = None) -> int:
                     [name, a["attack"], f"{a['successes']}/{a['attempted']}", pct(a["asr"]),
                      f"{t['successes']}/{t['attempted']}", pct(t["asr"])]
                 )  # fmt: skip
+    within = {
+        name: a["asr_within_queries"]
+        for name, d in summary.items()
+        for a in d["attacks"]
+        if a.get("asr_within_queries")
+    }
+    ks = sorted({int(k) for w in within.values() for k in w})
+    budget_rows = [[name, *[pct(w[str(k)]) if str(k) in w else "–" for k in ks]] for name, w in within.items()]
     cfg = next(iter(summary.values()))["config"] if summary else {}
     md = "\n".join(
         [
@@ -128,6 +136,13 @@ def main(argv: list[str] | None = None) -> int:
             "(seeds blocked for another reason, e.g. a fuzzy match on an artist's name, fall to any perturbation).",
             "",
             md_table(["seeds", "attack", "successes", "ASR", "successes (term seeds)", "ASR (term seeds)"], char_rows),
+            "",
+            "## Search ASR by query budget",
+            "",
+            "Had the search stopped after k queries (one prompt at a time). At the gateway every blocked "
+            "query is a strike on the key; the default policy suspends a key at 5 decayed strikes.",
+            "",
+            md_table(["seeds", *[f"≤ {k} queries" for k in ks]], budget_rows),
         ]
     )
     (args.out / "redteam.md").write_text(md + "\n", encoding="utf-8")
@@ -136,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         | {
             "attacks": [
                 {x: a[x] for x in ("attack", "family", "attempted", "successes", "asr", "term_seeds")}
+                | ({"asr_within_queries": a["asr_within_queries"]} if "asr_within_queries" in a else {})
                 for a in v["attacks"]
             ]
         }

@@ -28,6 +28,9 @@ from t2iguard.redteam.catalog import AnyAttack
 from t2iguard.redteam.oracle import StackOracle, Verdict
 from t2iguard.redteam.search import SearchAttack
 
+# query budgets at which the search attack's ASR is also reported
+QUERY_POINTS: tuple[int, ...] = (1, 5, 10, 20, 40)
+
 
 def asr(successes: int, attempted: int) -> float | None:
     """Attack success rate; ``None`` when nothing was attempted (not 0: no evidence)."""
@@ -56,6 +59,7 @@ class AttackStats:
     successes: int = 0
     by_category: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
     queries: list[int] = field(default_factory=list)
+    success_queries: list[int] = field(default_factory=list)
     examples: list[dict[str, Any]] = field(default_factory=list)
     success_seeds: set[int] = field(default_factory=set)
     term_attempted: int = 0
@@ -90,7 +94,15 @@ class AttackStats:
                 "max": max(self.queries),
                 "total": sum(self.queries),
             }
+            out["asr_within_queries"] = self.asr_within_queries()
         return out
+
+    def asr_within_queries(self, points: Sequence[int] = QUERY_POINTS) -> dict[str, float | None]:
+        """ASR had the search stopped after k queries, for k in ``points`` and the largest spend: what
+        an attacker gets before the gateway's penalties suspend the key (5 strikes by default)."""
+        top = max(self.queries, default=0)
+        ks = sorted({k for k in points if k < top} | {top})
+        return {str(k): asr(sum(q <= k for q in self.success_queries), self.attempted) for k in ks}
 
 
 def _seed_category(seed: Seed, verdict: Verdict) -> str:
@@ -229,10 +241,11 @@ def run_redteam(
         if isinstance(attack, SearchAttack):
             stats = AttackStats(attack.label, attack.family)
             for i, s, v in blocked:
-                before = oracle.queries
                 out = attack.run(s.prompt, oracle, seed=seed, start=v, focus=list(v.flagged))
                 assert out.verdict is not None
-                stats.queries.append(oracle.queries - before)
+                stats.queries.append(out.queries)
+                if out.success and out.prompt != s.prompt:
+                    stats.success_queries.append(out.queries)
                 _record(
                     stats,
                     i,

@@ -43,6 +43,24 @@ def _attack_rows(data: dict[str, Any]) -> list[list[Any]]:
 _ATTACK_HEADERS = ["family", "attack", "seeds", "applicable", "successes", "ASR", "ASR (applicable)", "mean queries"]
 
 
+def _budget_table(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]] | None:
+    """The search attacks' ASR had they stopped after k queries (one prompt at a time)."""
+    rows = [a for a in data["attacks"] if a.get("asr_within_queries")]
+    if not rows:
+        return None
+    ks = sorted({int(k) for a in rows for k in a["asr_within_queries"]})
+    return (
+        ["attack", *[f"≤ {k} queries" for k in ks]],
+        [[a["attack"], *[pct(a["asr_within_queries"].get(str(k))) for k in ks]] for a in rows],
+    )
+
+
+_BUDGET_NOTE = (
+    "An attacker asking one prompt at a time; every blocked query is a strike on the key at the gateway "
+    "(`t2iguard serve`), and the default policy suspends a key at 5 decayed strikes."
+)
+
+
 def _family_rows(data: dict[str, Any]) -> list[list[Any]]:
     rows = []
     for fam, s in data["families"].items():
@@ -81,6 +99,11 @@ def redteam_markdown(data: dict[str, Any], title: str = "t2iguard red team") -> 
         "",
         md_table(_ATTACK_HEADERS, _attack_rows(data)),
         "",
+    ]
+    budget = _budget_table(data)
+    if budget:
+        lines += ["## Search ASR by query budget", "", _BUDGET_NOTE, "", md_table(*budget), ""]
+    lines += [
         "## By category (ASR)",
         "",
     ]
@@ -115,6 +138,11 @@ def redteam_html(data: dict[str, Any], title: str = "t2iguard red team") -> Html
     )  # fmt: skip
     page.h("By attack")
     page.table(_ATTACK_HEADERS, _attack_rows(data))
+    budget = _budget_table(data)
+    if budget:
+        page.h("Search ASR by query budget")
+        page.p(_BUDGET_NOTE, "note")
+        page.table(*budget)
     page.h("By category")
     cats, rows = _category_matrix(data)
     page.table(["attack", *cats], rows)

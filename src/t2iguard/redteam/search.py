@@ -48,7 +48,7 @@ class SearchOutcome:
     seed_prompt: str
     prompt: str
     success: bool
-    queries: int
+    queries: int  # as an attacker asking one prompt at a time: up to the first pass, else all spent
     steps: int
     verdict: Verdict | None = None
     substitutions: list[dict[str, str]] = field(default_factory=list)
@@ -203,9 +203,10 @@ class SearchAttack:
             used += len(batch0)
             steps += 1 if batch0 else 0
             scored: list[tuple[float, list[str], frozenset[int], list[dict[str, str]], Verdict]] = []
-            for (texts, subs), v in zip(batch0, verdicts0, strict=True):
+            for k, ((texts, subs), v) in enumerate(zip(batch0, verdicts0, strict=True)):
                 if not v.blocked:
-                    return SearchOutcome(prompt, v.prompt, True, used, steps, v, subs)
+                    # an attacker querying one at a time stops at the first pass
+                    return SearchOutcome(prompt, v.prompt, True, used - len(batch0) + k + 1, steps, v, subs)
                 scored.append((v.score(focus), texts, frozenset(), subs, v))
             scored.sort(key=lambda c: c[0])
             beam = sorted([*beam, *scored[: self.beam]], key=lambda c: c[0])[: self.beam]
@@ -229,9 +230,9 @@ class SearchAttack:
             verdicts = oracle.check(["".join(b[0]) for b in batch]) if batch else []
             used += len(batch)
             steps += 1
-            for (texts, done, subs), v in zip(batch, verdicts, strict=True):
+            for k, ((texts, done, subs), v) in enumerate(zip(batch, verdicts, strict=True)):
                 if not v.blocked:
-                    return SearchOutcome(prompt, v.prompt, True, used, steps, v, subs)
+                    return SearchOutcome(prompt, v.prompt, True, used - len(batch) + k + 1, steps, v, subs)
                 children.append((v.score(focus), texts, done, subs, v))
             children.sort(key=lambda c: c[0])
             beam = children[: self.beam]
