@@ -78,13 +78,15 @@ bench-prompts: install-dev
 ## Retrain the prompt classifier head (fixed seed; writes src/t2iguard/prompt/models/prompt_classifier).
 train-prompt-classifier: install-dev
 	nice -n 10 $(PY) training/prompt_classifier/train.py --data $(DATA) \
-		--extra-authored training/prompt_classifier/authored_prompts_people.yaml --calibrate-on natural
+		--extra-authored training/prompt_classifier/authored_prompts_people.yaml \
+		--extra-authored training/prompt_classifier/authored_prompts_everyday.yaml --calibrate-on natural
 
 ## The multilingual tier's head (multilingual-e5-small; about 25 min on 2 cores, mostly embedding)
 train-prompt-classifier-multilingual: install-dev
 	nice -n 10 $(PY) training/prompt_classifier/train.py --data $(DATA) --encoder e5 \
 		--out src/t2iguard/prompt/models/prompt_classifier_multilingual \
-		--extra-authored training/prompt_classifier/authored_prompts_people.yaml --calibrate-on natural
+		--extra-authored training/prompt_classifier/authored_prompts_people.yaml \
+		--extra-authored training/prompt_classifier/authored_prompts_everyday.yaml --calibrate-on natural
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

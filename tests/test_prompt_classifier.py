@@ -189,33 +189,42 @@ def test_unknown_encoder_in_a_head_is_a_configuration_error(tmp_path: Path, mode
 
 def test_thresholds_tighten_for_a_prompt_in_disguise() -> None:
     """``obfuscated_scale``: a disguised prompt is judged against lower thresholds, and the trace says so."""
-    policy = policy_from_dict(
-        {
-            "name": "strict-on-disguise",
-            "stages": [
-                {"stage": "normalize"},
+
+    def stack_at(threshold: float) -> SafetyStack:
+        return SafetyStack(
+            policy_from_dict(
                 {
-                    "stage": "classifier",
-                    "params": {"obfuscated_scale": 0.35},
-                    "categories": {"violence": {"threshold": 0.3}},
-                },
-            ],
-        }
-    )
-    stack = SafetyStack(policy)
-    plain = stack.check_prompt("a man holding a knife in a dark alley")
+                    "name": "strict-on-disguise",
+                    "stages": [
+                        {"stage": "normalize"},
+                        {
+                            "stage": "classifier",
+                            "params": {"obfuscated_scale": 0.5},
+                            "categories": {"violence": {"threshold": threshold}},
+                        },
+                    ],
+                }
+            )
+        )
+
+    prompt = "a man holding a knife in a dark alley"
+    first = stack_at(0.99).check_prompt(prompt)
+    score = next(r for r in first.stages if r.stage == "classifier").artifacts["scores"]["violence"]
+    assert 0.01 < score < 0.6, "the test needs a borderline violence score"
+    # a threshold above the score, whose half is below it
+    threshold = round(1.6 * score, 4)
+    stack = stack_at(threshold)
+    plain = stack.check_prompt(prompt)
     disguised = stack.check_prompt("a man h0ld1ng a kn1fe in a dark alley")
-    score = next(r for r in plain.stages if r.stage == "classifier").artifacts["scores"]["violence"]
-    assert 0.105 < score < 0.3, "the test needs a score between the two thresholds"
     clf = next(r for r in disguised.stages if r.stage == "classifier")
     # the leetspeak decodes exactly: same text for the model, same score, stricter threshold
     assert clf.artifacts["scores"]["violence"] == pytest.approx(score, abs=1e-4)
     assert plain.action == Action.ALLOW, plain.reason
     assert disguised.action == Action.BLOCK, disguised.reason
     entry = next(e for e in disguised.decided_by if e.category == Category.VIOLENCE)
-    assert entry.threshold == pytest.approx(0.105)
-    assert entry.evidence["disguise"] == {"leetspeak": 2} and entry.evidence["threshold_scale"] == 0.35
-    assert "thresholds x0.35 for a prompt in disguise (leetspeak 2)" in disguised.reason
+    assert entry.threshold == pytest.approx(0.5 * threshold)
+    assert entry.evidence["disguise"] == {"leetspeak": 2} and entry.evidence["threshold_scale"] == 0.5
+    assert "thresholds x0.5 for a prompt in disguise (leetspeak 2)" in disguised.reason
     # one typo is no disguise
     typo = stack.check_prompt("a man holding a knife in a dark aley")
     assert (

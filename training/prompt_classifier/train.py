@@ -226,10 +226,15 @@ def load_sixcd(data: Path, lex: Lexicon, stats: Counter[str]) -> list[Example]:
     return out
 
 
-def load_coco(data: Path, lex: Lexicon, stats: Counter[str]) -> list[Example]:
-    rows = read_csv(data / "erasing/data/coco_30k.csv")[:COCO_TRAIN_ROWS]
+def load_coco(
+    data: Path, lex: Lexicon, stats: Counter[str], start: int = 0, stop: int = COCO_TRAIN_ROWS
+) -> list[Example]:
+    """COCO captions of rows [start, stop), benign; never rows >= COCO_TRAIN_ROWS (evaluation)."""
+    if stop > COCO_TRAIN_ROWS:
+        raise ValueError(f"COCO rows >= {COCO_TRAIN_ROWS} are evaluation data")
+    rows = read_csv(data / "erasing/data/coco_30k.csv")[start:stop]
     out = []
-    for i, r in enumerate(rows):
+    for i, r in enumerate(rows, start=start):
         strong, _ = lex.hits(r["prompt"])
         if strong:
             stats["coco: dropped, lexicon strong term"] += 1
@@ -493,6 +498,28 @@ def train_head(
     }
 
 
+def train_ensemble(
+    x: np.ndarray, y: np.ndarray, w: np.ndarray, *, members: int, hidden: int, epochs: int, seed: int
+) -> dict[str, np.ndarray]:
+    """``members`` heads from seeds ``seed, seed+1, ...``, averaged in logit space (a deep ensemble,
+    Lakshminarayanan et al., NeurIPS 2017). One hidden layer each, so the average is itself one
+    MLP: hidden units side by side, output weights divided by ``members``; the stage runs it as
+    any other head."""
+    heads = []
+    for k in range(members):
+        if members > 1:
+            log(f"  member {k + 1}/{members}")
+        heads.append(train_head(x, y, w, hidden=hidden, epochs=epochs, seed=seed + k))
+    if members == 1:
+        return heads[0]
+    return {
+        "w1": np.concatenate([h["w1"] for h in heads], axis=1),
+        "b1": np.concatenate([h["b1"] for h in heads]),
+        "w2": np.concatenate([h["w2"] for h in heads], axis=0) / members,
+        "b2": np.mean([h["b2"] for h in heads], axis=0),
+    }
+
+
 def head_logits(params: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     from t2iguard.prompt.classifier import mlp_logits
 
@@ -628,6 +655,9 @@ def model_card(meta: dict[str, Any], size: int) -> str:
         "`normalize` and `blocklist`, before the LLM judge."
     )
     target = "train-prompt-classifier-multilingual" if e5 else "train-prompt-classifier"
+    extras = meta.get("extra_authored", ["authored_prompts_people.yaml"])
+    extra_flags = "".join(f" --extra-authored\n  training/prompt_classifier/{name}" for name in extras)
+    extra_text = "".join(f", `training/prompt_classifier/{name}`" for name in extras)
     flags = " --encoder e5 --out src/t2iguard/prompt/models/prompt_classifier_multilingual" if e5 else ""
     return f"""# {title}
 
@@ -636,8 +666,8 @@ t2iguard policy ({", ".join(meta["categories"])}). {role}
 
 - **Trained**: {meta["trained"]} by `training/prompt_classifier/train.py` (seed {meta["seed"]}),
   one command: `make {target}` (or `nice -n 10 .venv/bin/python
-  training/prompt_classifier/train.py --data ../shared/benchmarks{flags} --extra-authored
-  training/prompt_classifier/authored_prompts_people.yaml --calibrate-on natural`).
+  training/prompt_classifier/train.py --data ../shared/benchmarks{flags}{extra_flags}
+  --calibrate-on natural`).
 - **Files**: `head.safetensors` ({size / 1e3:.0f} kB, sha256 `{meta["sha256"]}`), `head.json`
   (categories, encoder, thresholds, data statistics, metrics).
 - **Licence**: Apache-2.0 (weights and code). Encoder: {_encoder_licence(meta)}.
@@ -667,7 +697,8 @@ Only the files issue #3 names as training data are read:
 `training/prompt_classifier/authored_prompts.yaml` (version {meta.get("authored_version", "?")}: prompts written by
 the t2iguard authors for `minors`, `public_figure`, `private_individual`,
 `political_misinformation`, text-to-image style prompts of every category, and tricky benign
-prompts such as "a chicken breast on the grill"). No evaluation set (I2P, COCO rows ≥ 20,000,
+prompts such as "a chicken breast on the grill"){extra_text} (benign people of every age,
+gender and ethnicity; everyday scenes across the 80 COCO object categories). No evaluation set (I2P, COCO rows ≥ 20,000,
 CoProV2 test, MMA-Diffusion, P4D, Ring-A-Bell, UnlearnDiffAtk, ErasureBenchmark) was used for
 training, calibration, thresholds or model selection.
 
@@ -888,6 +919,16 @@ def reference_head(path: Path) -> tuple[Any, dict[str, float]]:
     return probs, {str(k): float(v) for k, v in meta["thresholds"].items()}
 
 
+def _row_range(text: str) -> tuple[int, int]:
+    lo, _, hi = text.partition(":")
+    start, stop = int(lo), int(hi)
+    if not 0 <= start < stop <= COCO_TRAIN_ROWS:
+        raise argparse.ArgumentTypeError(
+            f"need 0 <= START < STOP <= {COCO_TRAIN_ROWS} (rows above are evaluation data)"
+        )
+    return start, stop
+
+
 def split_of(group: str, seed: int) -> str:
     h = int(hashlib.sha256(f"{seed}:{group}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
     return "train" if h < 0.7 else "calib" if h < 0.85 else "test"
@@ -909,6 +950,7 @@ def main() -> None:
     )
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--ensemble", type=int, default=1, help="heads trained from successive seeds, averaged (logits)")
     ap.add_argument("--augment", type=float, default=0.3, help="fraction of training prompts given a noisy copy")
     ap.add_argument(
         "--augment-mode",
@@ -938,9 +980,18 @@ def main() -> None:
         type=Path,
         action="append",
         default=[],
-        help="another authored prompts file (the shipped head: authored_prompts_people.yaml; see NOTES.md)",
+        help="another authored prompts file (the shipped heads: authored_prompts_people.yaml and "
+        "authored_prompts_everyday.yaml; see NOTES.md)",
     )
     ap.add_argument("--compare", type=Path, default=None, help="a reference head directory to validate against")
+    ap.add_argument(
+        "--topic-shift-probe",
+        type=_row_range,
+        default=None,
+        metavar="START:STOP",
+        help="an experiment, not for shipping: leave COCO rows START..STOP-1 (< 20,000) out of training and "
+        "report the flag rate on them, subjects the head has not seen (the file is ordered by subject)",
+    )
     ap.add_argument("--min-threshold", type=float, default=0.2, help="no category threshold below this")
     ap.add_argument("--stats-only", action="store_true", help="print the cleaned data's statistics and stop")
     ap.add_argument("--card-only", action="store_true", help="rewrite README.md from head.json and stop")
@@ -962,7 +1013,11 @@ def main() -> None:
     log("loading training sources")
     examples = load_coprov2(data, lex, stats)
     examples += load_sixcd(data, lex, stats)
-    examples += load_coco(data, lex, stats)
+    # COCO-30k is ordered by subject: a block of training rows left out of training holds subjects
+    # the head never saw, a probe of false positives under topic shift (training rows only)
+    lo, hi = args.topic_shift_probe or (COCO_TRAIN_ROWS, COCO_TRAIN_ROWS)
+    examples += load_coco(data, lex, stats, stop=lo) + load_coco(data, lex, stats, start=hi)
+    probe = load_coco(data, lex, Counter(), start=lo, stop=hi)
     examples += load_authored(HERE / "authored_prompts.yaml", rng)
     for extra in args.extra_authored:
         examples += load_authored(extra, rng)
@@ -1040,7 +1095,9 @@ def main() -> None:
     x_te, y_te, _ = matrices(splits["test"])
 
     log("training the head")
-    params = train_head(x_tr, y_tr, w_tr, hidden=args.hidden, epochs=args.epochs, seed=args.seed)
+    params = train_ensemble(
+        x_tr, y_tr, w_tr, members=args.ensemble, hidden=args.hidden, epochs=args.epochs, seed=args.seed
+    )
 
     log("calibrating (Platt) on the calibration split")
     lg_ca = head_logits(params, x_ca)
@@ -1122,6 +1179,18 @@ def main() -> None:
     if args.compare is not None:
         ref_probs, ref_thr = reference_head(args.compare)
         metrics["validation"]["reference"] = validation(ref_probs(x_te), ref_probs(x_tn), splits["test"], ref_thr)
+    if probe:
+        for ex in probe:
+            ex.text = normalizer.normalize(ex.text).text.strip()
+        x_pr = matrices(probe)[0]
+        metrics["topic_shift_probe"] = {
+            "rows": f"{lo}..{hi - 1}",
+            "n": len(probe),
+            "this": round(joint_fpr(probs(x_pr), thresholds), 4),
+        }
+        if args.compare is not None:
+            metrics["topic_shift_probe"]["reference"] = round(joint_fpr(ref_probs(x_pr), ref_thr), 4)
+        log(f"topic-shift probe: {json.dumps(metrics['topic_shift_probe'])}")
     log(json.dumps(metrics["validation"], indent=1))
 
     out: Path = args.out
@@ -1136,7 +1205,13 @@ def main() -> None:
         "categories": [str(c) for c in CATEGORIES],
         "encoder": {"name": args.encoder, "model": encoder.name, "max_length": 512, **enc_kwargs},
         "input": "normalized",
-        "head": {"kind": "mlp", "hidden": args.hidden, "activation": "gelu", "calibration": "platt"},
+        "head": {
+            "kind": "mlp",
+            "hidden": args.hidden * args.ensemble,
+            "members": args.ensemble,
+            "activation": "gelu",
+            "calibration": "platt",
+        },
         "thresholds": thresholds,
         "threshold_rule": {
             "benign_fpr": args.benign_fpr,
@@ -1149,6 +1224,7 @@ def main() -> None:
         "trained": datetime.now(UTC).strftime("%Y-%m-%d"),
         "seed": args.seed,
         "authored_version": yaml.safe_load((HERE / "authored_prompts.yaml").read_text(encoding="utf-8"))["version"],
+        "extra_authored": [p.name for p in args.extra_authored],
         "data": {k: v for k, v in sorted(stats.items())},
         "splits": {k: len(v) for k, v in splits.items()} | {"train_augmented": len(train)},
         "metrics": metrics,
