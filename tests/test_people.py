@@ -140,6 +140,11 @@ def test_pii_is_removed(stack: SafetyStack) -> None:
         # style of COCO captions: the benchmark files themselves are never copied into the project)
         "Glass jars on a kitchen shelf with labels on the lids.",
         "Skier dressed all in red carrying her poles down the slope.",
+        "Yellow Train stopped next to an empty platform.",
+        "The Space Shuttle sitting on a launch pad at dawn.",
+        "A Grey Van parked by a hydrant.",
+        # words joined across a comma spell an alias ("stall, one" -> "Stallone"): a comma ends a name
+        "A toilet stall, one door open and a roll of paper on the floor.",
     ],
 )
 def test_no_change_without_people(stack: SafetyStack, prompt: str) -> None:
@@ -184,6 +189,13 @@ def test_public_figure_transform_policy_describes_them(models: ModelCache) -> No
     d = stack.check_prompt("Joe Biden eating ice cream")
     assert d.prompt == "A head of state eating ice cream"
     assert d.action == Action.TRANSFORM
+
+
+def test_names_followed_by_a_comma_are_still_found(analyzer: PeopleAnalyzer) -> None:
+    people = analyzer.analyze("Sylvester Stallone, smiling, official portrait").people
+    assert [m.match.figure.name for m in people if m.match] == ["Sylvester Stallone"]
+    people = analyzer.analyze("Jean-Luc Godard, J. R. R. Tolkien and Robert Downey Jr. at a table").people
+    assert {m.match.figure.name for m in people if m.match} >= {"Robert Downey Jr."}
 
 
 def test_symbols_and_codes_are_not_people() -> None:

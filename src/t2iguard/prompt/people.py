@@ -266,8 +266,8 @@ def _build_analyzer(gazetteer: Gazetteer, common: Container[str]) -> AnalyzerEng
             lower_prompt = not any(c.isupper() for c in doc.text)
             for ent in doc.ents:
                 start_tok = ent.start
-                if ent.label_ == "PERSON" and lower_prompt and all(_common(t, common, names) for t in ent):
-                    continue  # "fantasy castle": lower-case everyday words are no name
+                if ent.label_ == "PERSON" and all(_common(t, common, names) for t in ent):
+                    continue  # "fantasy castle", "Space Shuttle", "Yellow Train": everyday words are no name
                 if ent.label_ == "PERSON":
                     score, how = 0.85, "ner"
                 elif ent.label_ in _OTHER_LABELS and _starts_with_name(ent, names):
@@ -366,6 +366,8 @@ def _build_analyzer(gazetteer: Gazetteer, common: Container[str]) -> AnalyzerEng
                     seg = toks[i : i + k]
                     if seg[-1].is_punct or seg[0].is_punct:
                         continue
+                    if any(t.is_punct and t.text not in _NAME_JOINERS for t in seg[1:-1]):
+                        continue  # "toilet stall, one blue" is no "Stallone": a comma ends a name
                     raw = text[seg[0].idx : seg[-1].idx + len(seg[-1].text)]
                     key = fold_name(raw)
                     hit = gazetteer.exact(key) if key else None
@@ -456,6 +458,10 @@ def _starts_with_name(ent: Any, names: frozenset[str]) -> bool:
     if ent.start > 0 and ent.doc[ent.start - 1].lower_ in HONORIFICS:
         return True
     return first.lower_ in names and len(ent) <= 4
+
+
+# punctuation tokens inside a name ("Jean-Luc", "J. R. R. Tolkien"); any other ends it
+_NAME_JOINERS = frozenset({"-", ".", "'", "’"})
 
 
 def _common(tok: Any, common: Container[str], names: frozenset[str]) -> bool:
