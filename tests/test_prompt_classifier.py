@@ -199,7 +199,7 @@ def test_thresholds_tighten_for_a_prompt_in_disguise() -> None:
                         {"stage": "normalize"},
                         {
                             "stage": "classifier",
-                            "params": {"obfuscated_scale": 0.5},
+                            "params": {"obfuscated_scale": 0.5, "report_floor": 0.0},
                             "categories": {"violence": {"threshold": threshold}},
                         },
                     ],
