@@ -49,6 +49,9 @@ def test_builtin_gazetteer_is_valid_and_large() -> None:
         ("習近平", "Xi Jinping"),
         ("Beyoncé", "Beyonce"),
         ("President Obama", "Barack Obama"),
+        ("Queen Elizbeth", "Queen Elizabeth II"),  # a title that belongs to the alias, and a typo
+        ("George W. Bush Jr", "George W. Bush"),  # a generational suffix
+        ("Barrack Hussein Obama", "Barack Obama"),  # a middle name the entry lacks, and a typo
     ],
 )
 def test_public_figures_match_with_misspellings_and_scripts(written: str, figure: str) -> None:
@@ -145,6 +148,18 @@ def test_pii_is_removed(stack: SafetyStack) -> None:
         "A Grey Van parked by a hydrant.",
         # words joined across a comma spell an alias ("stall, one" -> "Stallone"): a comma ends a name
         "A toilet stall, one door open and a roll of paper on the floor.",
+        # streets, places, vehicles, businesses and the text of signs hold given names, but no person
+        "Snow piled up under the street sign for Maple Ave and Olsen Rd.",
+        "Two bicycles chained at the corner of Wexley and Bramford.",
+        "A tram heading towards Victoria Park Station in the rain.",
+        'A faded sign that reads "Margaret" above a bakery door.',
+        "Pigeons on the roof of a Lucy's Laundromat at noon.",
+        "A Sebastian Brothers truck parked by the curb.",
+        "A red bus driving past Big Ben in the rain.",
+        "A ferry crossing San Lorenzo Bay at sunset.",
+        # lower-case words and misspelt sentence starts that the NER model guesses to be names
+        "A kitchen counter with a bllender and a toaster.",
+        "Amanbeside a fruit stand with oranges and limes.",
     ],
 )
 def test_no_change_without_people(stack: SafetyStack, prompt: str) -> None:
@@ -189,6 +204,41 @@ def test_public_figure_transform_policy_describes_them(models: ModelCache) -> No
     d = stack.check_prompt("Joe Biden eating ice cream")
     assert d.prompt == "A head of state eating ice cream"
     assert d.action == Action.TRANSFORM
+
+
+@pytest.mark.parametrize(
+    "prompt, name",
+    [
+        ("Anna Kowalski walking to the station", "Anna Kowalski"),
+        ("a photo of Anna Kowalski's dog on Main Street", "Anna Kowalski"),
+        ("Tomasz Zielinski reading a sign in the park", "Tomasz Zielinski"),
+    ],
+)
+def test_private_names_near_places_and_signs_are_still_people(analyzer: PeopleAnalyzer, prompt: str, name: str) -> None:
+    assert [m.text for m in analyzer.analyze(prompt).private] == [name]
+
+
+def test_a_classifier_flag_without_a_name_is_cleared_not_failed_closed(models: ModelCache) -> None:
+    """The learned classifier reads street names as a private individual; the recogniser finds
+    nobody, and the anonymizer clears the category (``clear_unfound``) instead of the pipeline
+    blocking the prompt for a transform that changed nothing. With ``clear_unfound: false`` it blocks."""
+    from t2iguard.core.policy import policy_from_dict
+
+    prompt = "Snow piled up under the sign for Harriet Lane and Olsen Rd."
+    d = SafetyStack(default_policy(), models=models).check_prompt(prompt)
+    clf = next(r for r in d.stages if r.stage == "classifier")
+    assert any(e.category == Category.PRIVATE_INDIVIDUAL and e.action == Action.TRANSFORM for e in clf.trace), (
+        "the test needs a prompt the classifier flags as naming a private individual"
+    )
+    assert d.action == Action.ALLOW and d.prompt == prompt
+    anon = next(r for r in d.stages if r.stage == "anonymize")
+    assert anon.artifacts["cleared"] == ["private_individual"]
+    data = default_policy().model_dump(mode="python")
+    for st in data["stages"]:
+        if st["stage"] == "anonymize":
+            st.setdefault("params", {})["clear_unfound"] = False
+    strict = SafetyStack(policy_from_dict(data), models=models).check_prompt(prompt)
+    assert strict.action == Action.BLOCK and strict.decided_by[0].stage == "pipeline"
 
 
 def test_names_followed_by_a_comma_are_still_found(analyzer: PeopleAnalyzer) -> None:

@@ -348,6 +348,14 @@ class SafetyStack:
                         recheck_flagged.append(e)
                 elif r.phase == Phase.PROMPT_CHECK and e.action == Action.TRANSFORM and e.category:
                     first_pass_transform.add(e.category)
+        # a transform stage that examined a category and found nothing to change clears it (the
+        # anonymizer when no name or personal data is there): its first-pass "transform" verdicts
+        # neither fail closed nor make the prompt a transformed one
+        cleared: set[Category] = set()
+        for r in results:
+            if r.phase == Phase.PROMPT_TRANSFORM and not r.error:
+                cleared.update(Category(c) for c in r.artifacts.get("cleared", ()))
+        first_pass_transform -= cleared
         if first_pass_transform and not changed and not any(r.action == Action.BLOCK for r in results):
             for cat in sorted(first_pass_transform):
                 pipeline_entries.append(
@@ -391,6 +399,7 @@ class SafetyStack:
             original_prompt=ctx.original,
             changes=st.changes,
             transform_resolved=resolved,
+            cleared=cleared,
         )
         return decision
 
@@ -404,14 +413,17 @@ class SafetyStack:
         original_prompt: str | None = None,
         changes: Sequence[Change] = (),
         transform_resolved: bool = False,
+        cleared: set[Category] | frozenset[Category] = frozenset(),
     ) -> Decision:
         entries = [e for r in results for e in r.trace]
-        action = Action.most_severe(e.action for e in entries)
+        # first-pass "transform" verdicts on a category a transform stage cleared do not act
+        acting = [e for e in entries if not (e.action == Action.TRANSFORM and e.category in cleared)]
+        action = Action.most_severe(e.action for e in acting)
         if changes and action < Action.TRANSFORM:
             action = Action.TRANSFORM
-        decided_by = [e for e in entries if e.action == action and action > Action.ALLOW]
+        decided_by = [e for e in acting if e.action == action and action > Action.ALLOW]
         if action == Action.TRANSFORM and not transform_resolved and not changes:
-            decided_by = [e for e in entries if e.action == Action.TRANSFORM]
+            decided_by = [e for e in acting if e.action == Action.TRANSFORM]
         categories: dict[Category, float] = {}
         for r in results:
             for cat, score in r.scores.items():

@@ -117,6 +117,13 @@ class AnonymizeStage(PromptTransform):
             description="'policy': describe them when the policy's public_figure rule says transform",
         )
         pii: bool = Field(default=True, description="remove e-mails, phone numbers, addresses and other PII")
+        clear_unfound: bool = Field(
+            default=True,
+            description="when an earlier check (the learned classifier) asks to transform a prompt as naming a "
+            "private individual but the recogniser finds no name and no personal data, report the category as "
+            "cleared ('nothing identifying to remove') instead of leaving the pipeline to fail closed; "
+            "False: such prompts are blocked",
+        )
 
     covers: ClassVar[frozenset[Category]] = frozenset({Category.PRIVATE_INDIVIDUAL})
     cost: ClassVar[str] = "model"
@@ -157,6 +164,14 @@ class AnonymizeStage(PromptTransform):
         ]
         pii = list(analysis.pii) if self.p.pii else []
         if not targets and not pii:
+            asked = ctx.flagged_categories().get(Category.PRIVATE_INDIVIDUAL) == Action.TRANSFORM
+            if asked and self.p.clear_unfound:
+                return self.result(
+                    [],
+                    message="private_individual flagged, but no named person and no personal data found: "
+                    "nothing identifying to remove",
+                    artifacts={"cleared": [str(Category.PRIVATE_INDIVIDUAL)]},
+                )
             return self.result([], message="nothing to anonymize")
         text = ctx.text
         edits = self._person_edits(text, targets) + [

@@ -241,7 +241,18 @@ class BlocklistMatcher:
                 if run_start[s] not in _match_bounds(words[ws]) or run_end[e - 1] not in _match_bounds(words[we]):
                     continue
                 crossings = [k - s for k in range(s + 1, e) if run_word[k] != run_word[k - 1]]
+                # one English word as written that merely shares the term's skeleton is that word,
+                # not a disguise ("loll" is no "loli", though l and i merge): the generator reads it
+                # as written too
+                real_word = (
+                    ws == we
+                    and self.vocabulary is not None
+                    and words[ws].text.isalpha()
+                    and words[ws].text in self.vocabulary
+                )
                 for c in compiled:
+                    if real_word and c.term.kind != "allow" and words[ws].text != c.term.phrase:
+                        continue
                     if any(k not in c.boundaries for k in crossings):
                         continue
                     if any(counts[s + j] < c.counts[j] for j in range(len(c.counts))):

@@ -29,10 +29,10 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from t2iguard.core.decision import Finding, StageResult
+from t2iguard.core.decision import Finding, StageResult, TraceEntry
 from t2iguard.core.errors import ConfigurationError, MissingDependencyError
 from t2iguard.core.stage import ModelCache, PromptContext, PromptStage
-from t2iguard.core.types import Category
+from t2iguard.core.types import Action, Category
 from t2iguard.prompt.embedding import E5Encoder, MiniLMEncoder, get_encoder
 from t2iguard.prompt.language import foreign_share, language_check
 from t2iguard.prompt.normalize import NormalizedText, default_normalizer
@@ -193,6 +193,13 @@ class PromptClassifierStage(PromptStage):
             "hidden characters, words split by separators, several typos: NormalizedText.obfuscation); "
             "disguise is evidence of intent, and normalization cannot always undo it; None: no change",
         )
+        co_evidence: dict[Category, dict[Category, float]] = Field(
+            default_factory=dict,
+            description="act on a category only when other categories score at least this much too, e.g. "
+            "{minors: {sexual: 0.1}}: the minors category is the *sexualised* depiction of minors (every "
+            "minors-labelled training prompt is also sexual), and a child playing is no violation; a gated "
+            "score stays in the stage's artifacts ('gated')",
+        )
         obfuscated_min_corrections: int = Field(
             default=2, ge=1, description="spelling corrections that count as a disguise (obfuscated_scale)"
         )
@@ -266,18 +273,46 @@ class PromptClassifierStage(PromptStage):
                 evidence.update(disguise=disguise, threshold_scale=scale)
                 kinds = ", ".join(f"{k} {n}" for k, n in sorted(disguise.items()))
                 note += f"; thresholds x{scale:g} for a prompt in disguise ({kinds})"
+            gated: dict[str, dict[str, Any]] = {}
+            for cat, needs in self.params.co_evidence.items():
+                if cat not in clf.categories:
+                    continue
+                had = {str(o): scores.get(str(o), 0.0) for o in needs}
+                if any(had[str(o)] < v for o, v in needs.items()):
+                    gated[str(cat)] = {
+                        "score": scores[str(cat)],
+                        "needs": {str(o): v for o, v in needs.items()},
+                        "had": had,
+                    }
             findings = [
                 Finding(category=c, score=float(p), evidence=evidence, message=note)
                 for c, p in zip(clf.categories, row, strict=True)
-                if p >= self.params.report_floor
+                if p >= self.params.report_floor and str(c) not in gated
             ]
             top = int(np.argmax(row))
             message = None if findings else f"every category below {self.params.report_floor:g} "
             if message:
                 message += f"(highest {clf.categories[top]} {float(row[top]):.3f})"
             artifacts: dict[str, object] = {"scores": scores}
+            if gated:
+                artifacts["gated"] = gated
             if disguise:
                 artifacts.update(disguise=disguise, threshold_scale=scale)
             result = self.result(findings, message=message, artifacts=artifacts, threshold_scale=scale)
+            for gated_cat, g in gated.items():
+                if g["score"] < self.params.report_floor:
+                    continue
+                wanted = ", ".join(f"{o} >= {v:g} (has {g['had'][o]:.3f})" for o, v in g["needs"].items())
+                result.trace.append(
+                    TraceEntry(
+                        stage=self.name,
+                        phase=result.phase,
+                        category=Category(gated_cat),
+                        score=g["score"],
+                        action=Action.ALLOW,
+                        evidence={**evidence, "gated": g},
+                        message=f"not acted on without co-evidence: needs {wanted}",
+                    )
+                )
             out.append(result)
         return out

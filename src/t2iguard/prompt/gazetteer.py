@@ -103,11 +103,16 @@ def fold_name(text: str) -> str:
     return " ".join(p for p in _SPLIT.split(t) if p)
 
 
+_SUFFIXES = frozenset({"jr", "sr", "ii", "iii", "iv"})
+
+
 def strip_titles(key: str) -> str:
     """Drop leading honorifics and a trailing possessive/suffix from a folded name."""
     parts = key.split()
     while len(parts) > 1 and parts[0] in _TITLES:
         parts = parts[1:]
+    while len(parts) > 2 and parts[-1] in _SUFFIXES:
+        parts = parts[:-1]  # "George W. Bush Jr": a generational suffix is no part of the key
     return " ".join(parts)
 
 
@@ -230,7 +235,13 @@ class Gazetteer:
                 return FigureMatch(self._index[k][0], k, "first_last", 0.95)
         if not fuzzy:
             return None
-        return self._fuzzy(ascii_key, transliterated=ascii_key != key)
+        found = self._fuzzy(ascii_key, transliterated=ascii_key != key)
+        if found is None and full != key and full.isascii():
+            found = self._fuzzy(full, transliterated=False)  # "Queen Elizbeth": the title is part of the alias
+        if found is None and len(parts) >= 3:
+            # a middle name the entry lacks, misspelled or not ("Barrack Hussein Obama")
+            found = self.match(f"{parts[0]} {parts[-1]}")
+        return found
 
     def _fuzzy(self, key: str, *, transliterated: bool) -> FigureMatch | None:
         n = len(key.replace(" ", ""))

@@ -617,6 +617,8 @@ class PeopleAnalyzer:
                 )
             ):
                 continue  # one English word the NER model read as a name ("Skier dressed in white")
+            if match is None and _not_a_person(text, start, end, sources):
+                continue
             people.append(
                 PersonMention(
                     start=start,
@@ -664,6 +666,164 @@ def _remap(res: PeopleAnalysis, original: str, src: list[int]) -> PeopleAnalysis
 
 _NAME_PUNCT = frozenset(" -'.’,")
 _NER_SOURCES = frozenset({"ner", "capitalised"})
+
+
+# A capitalised run that holds, follows or precedes one of these words names a place, a vehicle or a
+# business, not a person ("Morgan Rd", "Graham Street", "Rue Paul St.", "an Oscar Mayer truck").
+_PLACE_WORDS = frozenset(
+    [
+        "street",
+        "st",
+        "road",
+        "rd",
+        "avenue",
+        "ave",
+        "av",
+        "boulevard",
+        "blvd",
+        "lane",
+        "ln",
+        "drive",
+        "dr",
+        "court",
+        "ct",
+        "place",
+        "pl",
+        "way",
+        "terrace",
+        "square",
+        "sq",
+        "parkway",
+        "pkwy",
+        "highway",
+        "hwy",
+        "strasse",
+        "straße",
+        "alley",
+        "row",
+        "crescent",
+        "bay",
+        "bridge",
+        "tower",
+        "towers",
+        "club",
+        "station",
+        "hall",
+        "park",
+        "river",
+        "lake",
+        "island",
+        "beach",
+        "hotel",
+        "airport",
+        "center",
+        "centre",
+        "church",
+        "cathedral",
+        "college",
+        "university",
+        "stadium",
+        "arena",
+        "building",
+        "plaza",
+        "market",
+        "mall",
+    ]
+)
+_THING_AFTER = _PLACE_WORDS | frozenset(
+    [
+        "truck",
+        "trucks",
+        "van",
+        "bus",
+        "buses",
+        "ship",
+        "boat",
+        "ferry",
+        "train",
+        "trains",
+        "plane",
+        "airplane",
+        "jet",
+        "airline",
+        "airlines",
+        "sign",
+        "signs",
+        "clock",
+        "store",
+        "shop",
+        "restaurant",
+        "cafe",
+        "café",
+        "bar",
+        "pub",
+        "bakery",
+        "brand",
+        "logo",
+        "beer",
+        "brewery",
+        "diner",
+    ]
+)
+_PLACE_BEFORE = re.compile(
+    r"(?:\b(?:rue|san|santa|são|sao|saint|mount|mt|lake|fort|port|cape|calle|via|avenida|plaza)\.?"
+    r"|\b(?:corner|intersection|junction)\s+of\b[^.;!?]{0,40})\s*$",
+    re.IGNORECASE,
+)
+# the text a sign or label carries, not a person it depicts ('a sign that reads "David"')
+_SIGN_TEXT = re.compile(
+    r"(?:\b(?:reads?|reading|says|saying|written|words?|labell?ed|titled|spell(?:s|ed|ing)?)"
+    r"|\bsigns?\s+(?:for|of|to|pointing\s+(?:the\s+way\s+)?to))\s*[,:]?\s*[\"'“‘(]?\s*$",
+    re.IGNORECASE,
+)
+# well-known landmarks and brands that hold a given name
+_NAMED_THINGS = (
+    "big ben",
+    "queen mary",
+    "good humor",
+    "oscar mayer",
+    "jack daniel's",
+    "ben & jerry's",
+    "dr pepper",
+    "dr. pepper",
+    "papa john's",
+    "trader joe's",
+    "tim hortons",
+    "uncle ben's",
+    "chuck e. cheese",
+)
+
+
+def _not_a_person(text: str, start: int, end: int, sources: list[str]) -> bool:
+    """A span the recognisers took for a person that its context shows is something else: a street,
+    a place, a vehicle or a business, the text of a sign, a lower-case word in a capitalised prompt,
+    a misspelt first word of a sentence, an acronym. Only for spans no gazetteer entry matched."""
+    span = text[start:end]
+    words = [w.strip(".").lower() for w in re.split(r"[\s-]+", span) if w.strip(".")]
+    if any(w in _PLACE_WORDS for w in words[1:]):
+        return True
+    before, after = text[:start], text[end:]
+    nxt = re.match(r"\s*([’']s\b)?\s*([\w’'&.]+)", after)
+    if nxt is not None:
+        word = nxt.group(2).strip(".").lower()
+        if word in _THING_AFTER:
+            return True
+        if nxt.group(1) and nxt.group(2)[:1].isupper() and word not in given_names():
+            return True  # "Sam's Club", "Fawcett's Malt": a possessive before a capitalised noun
+    if _PLACE_BEFORE.search(before) or _SIGN_TEXT.search(before):
+        return True
+    low = text.lower()
+    for thing in _NAMED_THINGS:
+        for m in re.finditer(re.escape(thing), low):
+            if m.start() <= start and end <= m.end() + 2:
+                return True
+    if sources != ["ner"]:
+        return False
+    if span.islower() and any(c.isupper() for c in text):
+        return True  # "a toiler and sink", "nick nacks": the NER model's guess at a lower-case word
+    # one word, not a given name: a misspelt sentence start ("Awoman is standing") or an acronym ("ANA")
+    single = " " not in span and span.lower() not in given_names()
+    return single and (not before.strip(" \t\"'(“") or (span.isupper() and len(span) <= 4))
 
 
 def _plausible_name(span: str) -> bool:
