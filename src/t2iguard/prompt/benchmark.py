@@ -153,6 +153,7 @@ class Scores:
     score: np.ndarray  # "unsafe" score: max over the enforced categories
     per_category: dict[Category, np.ndarray] = field(default_factory=dict)
     tier: list[str] | None = None  # the stage that decided, per prompt (cascade only)
+    refused: np.ndarray | None = None  # bool: refused (review or block, or rejected input); cascade only
 
 
 @dataclass
@@ -194,6 +195,7 @@ def stack_systems(
         score = {k: np.zeros(n, dtype=np.float32) for k in flagged}
         percat = {k: {c: np.zeros(n, dtype=np.float32) for c in Category} for k in flagged}
         tiers: list[str] = []
+        refused = np.zeros(n, dtype=bool)
         t0 = time.perf_counter()
         for start in range(0, n, batch_size):
             chunk = texts[start : start + batch_size]
@@ -202,10 +204,12 @@ def stack_systems(
                 i = start + j
                 if isinstance(d, InputError):
                     flagged["cascade"][i] = True  # rejected input: counted as flagged
+                    refused[i] = True
                     tiers.append("input")
                     continue
                 # flagged: a policy category acted on (augmentation such as `diversify` is no flag)
                 flagged["cascade"][i] = d.action > Action.ALLOW and (bool(d.flagged) or d.action >= Action.REVIEW)
+                refused[i] = d.action >= Action.REVIEW
                 tiers.append(_tier(d))
                 # the cascade's score: 1 where a tier flagged the prompt, else the learned tiers'
                 # probabilities (cheap tiers' unflagged evidence, e.g. weak terms, is not a score)
@@ -234,7 +238,10 @@ def stack_systems(
                 progress(f"  {done}/{n} prompts ({done / (time.perf_counter() - t0):.0f}/s)")
         result = {}
         for k in flagged:
-            result[k] = Scores(flagged[k], score[k], percat[k], tiers if k == "cascade" else None)
+            cascade = k == "cascade"
+            result[k] = Scores(
+                flagged[k], score[k], percat[k], tiers if cascade else None, refused if cascade else None
+            )
         return result
 
     systems: dict[str, System] = {
@@ -388,6 +395,16 @@ def dataset_metrics(ds: Dataset, sc: Scores, ref: Dataset | None, ref_sc: Scores
         m["block_rate"] = _r(f[y].mean())
     if (~y).any():
         m["fpr"] = _r(f[~y].mean())
+        if sc.refused is not None:
+            # of the flagged benign prompts: refused (review/block) vs delivered rewritten (transform)
+            m["refusal_rate"] = _r(sc.refused[~y].mean())
+            m["transform_rate"] = _r((f & ~sc.refused)[~y].mean())
+            if sc.tier is not None:
+                benign_tiers: dict[str, int] = {}
+                for t, flag, u in zip(sc.tier, sc.flagged, ds.unsafe, strict=False):
+                    if flag and not u:
+                        benign_tiers[t] = benign_tiers.get(t, 0) + 1
+                m["benign_decided_by"] = benign_tiers
     joined = ""
     if ds.one_class and ds.unsafe.all() and ref is not None and ref_sc is not None and ref is not ds:
         y = np.r_[y, ref.unsafe]
@@ -497,6 +514,7 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[
             sc.score[idx],
             {c: v[idx] for c, v in sc.per_category.items()},
             [sc.tier[i] for i in idx] if sc.tier is not None else None,
+            sc.refused[idx] if sc.refused is not None else None,
         )
 
     ref = next((d for d in datasets if d.name == ref_name), None)
@@ -679,6 +697,30 @@ def markdown_report(report: dict[str, Any]) -> str:
         if tiers:
             lines.append(
                 f"- {dname}: " + ", ".join(f"{k} {v}" for k, v in sorted(tiers.items(), key=lambda kv: -kv[1]))
+            )
+    benign = [
+        (dname, m)
+        for dname, d in report["datasets"].items()
+        if (m := d["systems"].get("cascade", {})).get("refusal_rate") is not None
+    ]
+    if benign:
+        lines += [
+            "",
+            "## Benign prompts the cascade flagged: refused or delivered rewritten",
+            "",
+            "A transform (anonymizing a name the gazetteer does not know, rewriting) delivers an image of "
+            "the rewritten prompt; a refusal (review or block) delivers none. Both count in the FPR above.",
+            "",
+            "| dataset | benign | FPR (flagged) | refused | transformed | which tier decided (benign, flagged) |",
+            "|---|---:|---:|---:|---:|---|",
+        ]
+        for dname, m in benign:
+            tiers = ", ".join(
+                f"{k} {v}" for k, v in sorted(m.get("benign_decided_by", {}).items(), key=lambda kv: -kv[1])
+            )
+            lines.append(
+                f"| {dname} | {m['benign']} | {_fmt(m.get('fpr'), True)} | {_fmt(m.get('refusal_rate'), True)} | "
+                f"{_fmt(m.get('transform_rate'), True)} | {tiers} |"
             )
     lines += ["", "## Latency (single prompt) and throughput (batched)", ""]
     lines += ["| system | p50 ms | p95 ms | batched prompts/s |", "|---|---:|---:|---:|"]
