@@ -193,6 +193,10 @@ def test_bad_prompts(gw: LiveGateway) -> None:
     for stream in (0, "false", True):
         body = {"prompt": "a cat", "stream": stream}
         assert_error(httpx.post(gw.v1 + "/images/generations", json=body, headers=h(gw)), 400)
+    # ... and where it says integer: false is not 0, true is not 1, "2" is not 2 (found by schemathesis)
+    for field, value in (("output_compression", False), ("n", True), ("n", "2"), ("output_compression", 5.5)):
+        body = {"prompt": "a cat", field: value}
+        assert_error(httpx.post(gw.v1 + "/images/generations", json=body, headers=h(gw)), 400)
 
 
 @pytest.mark.parametrize("s", INJECTIONS, ids=range(len(INJECTIONS)))

@@ -25,7 +25,7 @@ class ImageGenerationRequest(_Forbid):
     ``quality``, ``style``, ...) are accepted and recorded; unknown fields are a 400."""
 
     prompt: str = Field(min_length=1, max_length=100_000)
-    n: int = Field(default=1, ge=1, le=16)
+    n: int = Field(default=1, ge=1, le=16, strict=True)  # JSON integers only: `true` is not 1
     size: str | None = Field(default=None, pattern=SIZE_PATTERN, max_length=16)
     response_format: Literal["url", "b64_json"] | None = None
     user: str | None = Field(default=None, max_length=256)
@@ -35,7 +35,7 @@ class ImageGenerationRequest(_Forbid):
     background: str | None = Field(default=None, max_length=20)
     moderation: str | None = Field(default=None, max_length=20)
     output_format: Literal["png"] | None = None
-    output_compression: int | None = Field(default=None, ge=0, le=100)
+    output_compression: int | None = Field(default=None, ge=0, le=100, strict=True)
     safety_identifier: str | None = Field(default=None, max_length=256)
     stream: Annotated[Literal[False], BeforeValidator(_strict_bool)] | None = None
 
