@@ -212,6 +212,10 @@ def test_public_figure_transform_policy_describes_them(models: ModelCache) -> No
         ("Anna Kowalski walking to the station", "Anna Kowalski"),
         ("a photo of Anna Kowalski's dog on Main Street", "Anna Kowalski"),
         ("Tomasz Zielinski reading a sign in the park", "Tomasz Zielinski"),
+        # surnames that are also place words ("Park", "Lake", "Bay") after a given name
+        ("A photo of Jessica Park at her desk.", "Jessica Park"),
+        ("Emma Lake reading by the window.", "Emma Lake"),
+        ("A photo sent via John Kowalski.", "John Kowalski"),
     ],
 )
 def test_private_names_near_places_and_signs_are_still_people(analyzer: PeopleAnalyzer, prompt: str, name: str) -> None:

@@ -668,9 +668,11 @@ _NAME_PUNCT = frozenset(" -'.’,")
 _NER_SOURCES = frozenset({"ner", "capitalised"})
 
 
-# A capitalised run that holds, follows or precedes one of these words names a place, a vehicle or a
-# business, not a person ("Morgan Rd", "Graham Street", "Rue Paul St.", "an Oscar Mayer truck").
-_PLACE_WORDS = frozenset(
+# A capitalised run that holds one of these words after its first names a street or a building, not
+# a person ("Morgan Rd", "Graham Street", "Rue Paul St."). Words that are also common surnames (Park,
+# Lake, Hall, Church, Lane, Court, Bay, Way, Row, Beach, Place: "Jessica Park", "Margaret Court") only
+# count after the name (_PLACE_WORDS), where "Jessica Park" is still a person and "a Hyde Park bench" not.
+_STREET_WORDS = frozenset(
     [
         "street",
         "st",
@@ -681,15 +683,11 @@ _PLACE_WORDS = frozenset(
         "av",
         "boulevard",
         "blvd",
-        "lane",
         "ln",
         "drive",
         "dr",
-        "court",
         "ct",
-        "place",
         "pl",
-        "way",
         "terrace",
         "square",
         "sq",
@@ -700,34 +698,42 @@ _PLACE_WORDS = frozenset(
         "strasse",
         "straße",
         "alley",
-        "row",
         "crescent",
-        "bay",
         "bridge",
         "tower",
         "towers",
         "club",
         "station",
-        "hall",
+        "airport",
+        "stadium",
+        "arena",
+        "hotel",
+        "center",
+        "centre",
+        "college",
+        "university",
+        "cathedral",
+        "plaza",
+        "mall",
+        "building",
+    ]
+)
+_PLACE_WORDS = _STREET_WORDS | frozenset(
+    [
+        "lane",
+        "court",
+        "place",
+        "way",
+        "row",
+        "bay",
         "park",
+        "hall",
+        "church",
         "river",
         "lake",
         "island",
         "beach",
-        "hotel",
-        "airport",
-        "center",
-        "centre",
-        "church",
-        "cathedral",
-        "college",
-        "university",
-        "stadium",
-        "arena",
-        "building",
-        "plaza",
         "market",
-        "mall",
     ]
 )
 _THING_AFTER = _PLACE_WORDS | frozenset(
@@ -766,7 +772,7 @@ _THING_AFTER = _PLACE_WORDS | frozenset(
     ]
 )
 _PLACE_BEFORE = re.compile(
-    r"(?:\b(?:rue|san|santa|são|sao|saint|mount|mt|lake|fort|port|cape|calle|via|avenida|plaza)\.?"
+    r"(?:\b(?:rue|san|santa|são|sao|saint|mount|mt|lake|fort|port|calle|avenida|plaza)\.?"
     r"|\b(?:corner|intersection|junction)\s+of\b[^.;!?]{0,40})\s*$",
     re.IGNORECASE,
 )
@@ -800,7 +806,7 @@ def _not_a_person(text: str, start: int, end: int, sources: list[str]) -> bool:
     a misspelt first word of a sentence, an acronym. Only for spans no gazetteer entry matched."""
     span = text[start:end]
     words = [w.strip(".").lower() for w in re.split(r"[\s-]+", span) if w.strip(".")]
-    if any(w in _PLACE_WORDS for w in words[1:]):
+    if any(w in _STREET_WORDS for w in words[1:]):
         return True
     before, after = text[:start], text[end:]
     nxt = re.match(r"\s*([’']s\b)?\s*([\w’'&.]+)", after)
@@ -819,8 +825,9 @@ def _not_a_person(text: str, start: int, end: int, sources: list[str]) -> bool:
                 return True
     if sources != ["ner"]:
         return False
-    if span.islower() and any(c.isupper() for c in text):
-        return True  # "a toiler and sink", "nick nacks": the NER model's guess at a lower-case word
+    first = words[0] if words else ""
+    if span.islower() and any(c.isupper() for c in text) and first not in given_names():
+        return True  # "a toiler and sink": the NER model's guess at a lower-case word ("jane doe" stays)
     # one word, not a given name: a misspelt sentence start ("Awoman is standing") or an acronym ("ANA")
     single = " " not in span and span.lower() not in given_names()
     return single and (not before.strip(" \t\"'(“") or (span.isupper() and len(span) <= 4))
