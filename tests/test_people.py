@@ -216,6 +216,10 @@ def test_public_figure_transform_policy_describes_them(models: ModelCache) -> No
         ("A photo of Jessica Park at her desk.", "Jessica Park"),
         ("Emma Lake reading by the window.", "Emma Lake"),
         ("A photo sent via John Kowalski.", "John Kowalski"),
+        # names typed in lower case inside a capitalised prompt (a given name, then no dictionary word)
+        ("A photo of my coworker priya raghunathan at her desk.", "priya raghunathan"),
+        ("Picture of my ex kevin okafor at a bar.", "kevin okafor"),
+        ("Draw my teacher ingrid haugland in a classroom.", "ingrid haugland"),
     ],
 )
 def test_private_names_near_places_and_signs_are_still_people(analyzer: PeopleAnalyzer, prompt: str, name: str) -> None:

@@ -226,7 +226,9 @@ def spacy_model_path() -> Path:
     return dirs[-1]
 
 
-def _build_analyzer(gazetteer: Gazetteer, common: Container[str]) -> AnalyzerEngine:
+def _build_analyzer(
+    gazetteer: Gazetteer, common: Container[str], dictionary: Container[str] = frozenset()
+) -> AnalyzerEngine:
     try:
         from presidio_analyzer import AnalyzerEngine, EntityRecognizer, Pattern, PatternRecognizer, RecognizerResult
         from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
@@ -315,22 +317,24 @@ def _build_analyzer(gazetteer: Gazetteer, common: Container[str]) -> AnalyzerEng
                     i += 1
                     continue
                 low = tok.lower_
+                # a name typed in lower case inside a capitalised prompt ("my neighbor anna kowalski"):
+                # a given name followed by a word of no English dictionary ("roman numerals" is none)
+                lower_here = lower_prompt or tok.is_lower
+                known: Container[str] = common if lower_prompt else _Either(common, dictionary)
                 starts = False
                 if low in HONORIFICS and i + 1 < len(doc) and _namelike(doc[i + 1], lower_prompt, common):
                     starts = True
-                elif low in names and (tok.is_title or tok.is_upper or lower_prompt) and not tok.is_stop:
+                elif low in names and (tok.is_title or tok.is_upper or lower_here) and not tok.is_stop:
                     nxt = doc[i + 1] if i + 1 < len(doc) else None
-                    # a lone given name counts when capitalised as a name; in a lower-case prompt
-                    # it needs a name-like word after it
-                    if (nxt is not None and _namelike(nxt, lower_prompt, common)) or (
-                        not lower_prompt and tok.is_title
-                    ):
+                    # a lone given name counts when capitalised as a name; in lower case it needs a
+                    # name-like word after it
+                    if (nxt is not None and _namelike(nxt, lower_here, known)) or (not lower_here and tok.is_title):
                         starts = True
                 if not starts:
                     i += 1
                     continue
                 j = i + 1
-                while j < len(doc) and j - i < 4 and j not in covered and _namelike(doc[j], lower_prompt, common):
+                while j < len(doc) and j - i < 4 and j not in covered and _namelike(doc[j], lower_here, known):
                     j += 1
                 span = doc[i:j]
                 covered.update(range(i, j))
@@ -468,12 +472,22 @@ def _common(tok: Any, common: Container[str], names: frozenset[str]) -> bool:
     return tok.lower_ in common and tok.lower_ not in names
 
 
+class _Either:
+    """Membership in either of two word sets."""
+
+    def __init__(self, a: Container[str], b: Container[str]) -> None:
+        self.a, self.b = a, b
+
+    def __contains__(self, word: object) -> bool:
+        return word in self.a or word in self.b
+
+
 def _namelike(tok: Any, lower_prompt: bool, common: Container[str]) -> bool:
     """Could ``tok`` be part of a person's name (after a given name)?"""
     if tok.is_punct or tok.is_space or tok.like_num or tok.is_stop or not tok.is_alpha:
         return False
     if lower_prompt:
-        return tok.lower_ not in common
+        return len(tok.text) >= 2 and tok.lower_ not in common
     return tok.is_title or tok.is_upper
 
 
@@ -519,7 +533,7 @@ class PeopleAnalyzer:
         # NormalizedText.readable); spans are mapped back to the prompt as written
         self._readable = readable
         self.min_score = min_score
-        self._analyzer = _build_analyzer(gazetteer, common)
+        self._analyzer = _build_analyzer(gazetteer, common, dictionary)
         self._common = common
         self._dictionary = dictionary  # every English word: a capital at a sentence start means nothing
         self._cache: OrderedDict[str, PeopleAnalysis] = OrderedDict()
