@@ -35,7 +35,7 @@ from t2iguard.redteam.report import md_table, pct, write_outputs
 SEED_SETS = {
     "dev": ("builtin:dev", None),
     "i2p": ("dataset:i2p", None),
-    "coprov2": ("dataset:coprov2-test", 1000),
+    "copro-v2": ("dataset:coprov2-test", 1000),  # file names must not look like the dataset file
 }
 WITHHELD = "(withheld: dataset text)"
 
