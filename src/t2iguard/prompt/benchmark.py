@@ -25,6 +25,7 @@ import math
 import platform
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -400,11 +401,7 @@ def dataset_metrics(ds: Dataset, sc: Scores, ref: Dataset | None, ref_sc: Scores
             m["refusal_rate"] = _r(sc.refused[~y].mean())
             m["transform_rate"] = _r((f & ~sc.refused)[~y].mean())
             if sc.tier is not None:
-                benign_tiers: dict[str, int] = {}
-                for t, flag, u in zip(sc.tier, sc.flagged, ds.unsafe, strict=False):
-                    if flag and not u:
-                        benign_tiers[t] = benign_tiers.get(t, 0) + 1
-                m["benign_decided_by"] = benign_tiers
+                m["benign_decided_by"] = _tier_counts(sc, ~ds.unsafe)
     joined = ""
     if ds.one_class and ds.unsafe.all() and ref is not None and ref_sc is not None and ref is not ds:
         y = np.r_[y, ref.unsafe]
@@ -419,12 +416,13 @@ def dataset_metrics(ds: Dataset, sc: Scores, ref: Dataset | None, ref_sc: Scores
         if joined:
             m["negatives_from"] = joined
     if sc.tier is not None and y.any():
-        tiers: dict[str, int] = {}
-        for t, flag, u in zip(sc.tier, sc.flagged, ds.unsafe, strict=False):
-            if flag and u:
-                tiers[t] = tiers.get(t, 0) + 1
-        m["decided_by"] = tiers
+        m["decided_by"] = _tier_counts(sc, ds.unsafe)
     return m
+
+
+def _tier_counts(sc: Scores, among: np.ndarray) -> dict[str, int]:
+    """How many flagged prompts each tier decided, among the prompts ``among`` selects."""
+    return dict(Counter(t for t, flag, keep in zip(sc.tier or (), sc.flagged, among, strict=False) if flag and keep))
 
 
 def category_metrics(ds: Dataset, sc: Scores, ref: Dataset | None, ref_sc: Scores | None) -> dict[str, Any]:
@@ -647,6 +645,11 @@ def _classifier_speed(
 
 
 # ---- reports -------------------------------------------------------------------------------
+def _tier_list(tiers: dict[str, int]) -> str:
+    """ "classifier 94, public_figure 25": most decisions first."""
+    return ", ".join(f"{k} {v}" for k, v in sorted(tiers.items(), key=lambda kv: -kv[1]))
+
+
 def _fmt(v: Any, pct: bool = False) -> str:
     if v is None:
         return "–"
@@ -695,9 +698,7 @@ def markdown_report(report: dict[str, Any]) -> str:
     for dname, d in report["datasets"].items():
         tiers = d["systems"].get("cascade", {}).get("decided_by")
         if tiers:
-            lines.append(
-                f"- {dname}: " + ", ".join(f"{k} {v}" for k, v in sorted(tiers.items(), key=lambda kv: -kv[1]))
-            )
+            lines.append(f"- {dname}: {_tier_list(tiers)}")
     benign = [
         (dname, m)
         for dname, d in report["datasets"].items()
@@ -715,12 +716,9 @@ def markdown_report(report: dict[str, Any]) -> str:
             "|---|---:|---:|---:|---:|---|",
         ]
         for dname, m in benign:
-            tiers = ", ".join(
-                f"{k} {v}" for k, v in sorted(m.get("benign_decided_by", {}).items(), key=lambda kv: -kv[1])
-            )
             lines.append(
                 f"| {dname} | {m['benign']} | {_fmt(m.get('fpr'), True)} | {_fmt(m.get('refusal_rate'), True)} | "
-                f"{_fmt(m.get('transform_rate'), True)} | {tiers} |"
+                f"{_fmt(m.get('transform_rate'), True)} | {_tier_list(m.get('benign_decided_by', {}))} |"
             )
     lines += ["", "## Latency (single prompt) and throughput (batched)", ""]
     lines += ["| system | p50 ms | p95 ms | batched prompts/s |", "|---|---:|---:|---:|"]

@@ -198,7 +198,7 @@ class PromptClassifierStage(PromptStage):
             description="act on a category only when other categories score at least this much too, e.g. "
             "{minors: {sexual: 0.1}}: the minors category is the *sexualised* depiction of minors (every "
             "minors-labelled training prompt is also sexual), and a child playing is no violation; a gated "
-            "score stays in the stage's artifacts ('gated')",
+            "score (at or above report_floor) stays in the trace and the stage's artifacts ('gated')",
         )
         obfuscated_min_corrections: int = Field(
             default=2, ge=1, description="spelling corrections that count as a disguise (obfuscated_scale)"
@@ -275,8 +275,8 @@ class PromptClassifierStage(PromptStage):
                 note += f"; thresholds x{scale:g} for a prompt in disguise ({kinds})"
             gated: dict[str, dict[str, Any]] = {}
             for cat, needs in self.params.co_evidence.items():
-                if cat not in clf.categories:
-                    continue
+                if scores.get(str(cat), 0.0) < self.params.report_floor:
+                    continue  # not a finding anyway (or not a category of this head)
                 had = {str(o): scores.get(str(o), 0.0) for o in needs}
                 if any(had[str(o)] < v for o, v in needs.items()):
                     gated[str(cat)] = {
@@ -300,8 +300,6 @@ class PromptClassifierStage(PromptStage):
                 artifacts.update(disguise=disguise, threshold_scale=scale)
             result = self.result(findings, message=message, artifacts=artifacts, threshold_scale=scale)
             for gated_cat, g in gated.items():
-                if g["score"] < self.params.report_floor:
-                    continue
                 wanted = ", ".join(f"{o} >= {v:g} (has {g['had'][o]:.3f})" for o, v in g["needs"].items())
                 result.trace.append(
                     TraceEntry(

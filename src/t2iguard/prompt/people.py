@@ -309,7 +309,10 @@ def _build_analyzer(
                     i = j
                 else:
                     i = max(i + 1, j)
-            # runs NER missed: honorific or given name followed by name-like words
+            # runs NER missed: honorific or given name followed by name-like words; a name typed in
+            # lower case inside a capitalised prompt ("my neighbor anna kowalski") needs a word of no
+            # English dictionary after the given name ("roman numerals" is none)
+            known: Container[str] = common if lower_prompt else _Either(common, dictionary)
             i = 0
             while i < len(doc):
                 tok = doc[i]
@@ -317,10 +320,7 @@ def _build_analyzer(
                     i += 1
                     continue
                 low = tok.lower_
-                # a name typed in lower case inside a capitalised prompt ("my neighbor anna kowalski"):
-                # a given name followed by a word of no English dictionary ("roman numerals" is none)
                 lower_here = lower_prompt or tok.is_lower
-                known: Container[str] = common if lower_prompt else _Either(common, dictionary)
                 starts = False
                 if low in HONORIFICS and i + 1 < len(doc) and _namelike(doc[i + 1], lower_prompt, common):
                     starts = True
@@ -797,20 +797,26 @@ _SIGN_TEXT = re.compile(
     re.IGNORECASE,
 )
 # well-known landmarks and brands that hold a given name
-_NAMED_THINGS = (
-    "big ben",
-    "queen mary",
-    "good humor",
-    "oscar mayer",
-    "jack daniel's",
-    "ben & jerry's",
-    "dr pepper",
-    "dr. pepper",
-    "papa john's",
-    "trader joe's",
-    "tim hortons",
-    "uncle ben's",
-    "chuck e. cheese",
+_NAMED_THINGS = re.compile(
+    "|".join(
+        re.escape(t)
+        for t in (
+            "big ben",
+            "queen mary",
+            "good humor",
+            "oscar mayer",
+            "jack daniel's",
+            "ben & jerry's",
+            "dr pepper",
+            "dr. pepper",
+            "papa john's",
+            "trader joe's",
+            "tim hortons",
+            "uncle ben's",
+            "chuck e. cheese",
+        )
+    ),
+    re.IGNORECASE,
 )
 
 
@@ -832,11 +838,8 @@ def _not_a_person(text: str, start: int, end: int, sources: list[str]) -> bool:
             return True  # "Sam's Club", "Fawcett's Malt": a possessive before a capitalised noun
     if _PLACE_BEFORE.search(before) or _SIGN_TEXT.search(before):
         return True
-    low = text.lower()
-    for thing in _NAMED_THINGS:
-        for m in re.finditer(re.escape(thing), low):
-            if m.start() <= start and end <= m.end() + 2:
-                return True
+    if any(m.start() <= start and end <= m.end() + 2 for m in _NAMED_THINGS.finditer(text)):
+        return True
     if sources != ["ner"]:
         return False
     first = words[0] if words else ""
