@@ -81,12 +81,16 @@ train-prompt-classifier: install-dev
 		--extra-authored training/prompt_classifier/authored_prompts_people.yaml \
 		--extra-authored training/prompt_classifier/authored_prompts_everyday.yaml --calibrate-on natural
 
-## The multilingual tier's head (multilingual-e5-small; about 25 min on 2 cores, mostly embedding)
+## The multilingual tier's head (multilingual-e5-small; about 40 min on 2 cores, mostly embedding)
 train-prompt-classifier-multilingual: install-dev
 	nice -n 10 $(PY) training/prompt_classifier/train.py --data $(DATA) --encoder e5 \
 		--out src/t2iguard/prompt/models/prompt_classifier_multilingual \
 		--extra-authored training/prompt_classifier/authored_prompts_people.yaml \
-		--extra-authored training/prompt_classifier/authored_prompts_everyday.yaml --calibrate-on natural
+		--extra-authored training/prompt_classifier/authored_prompts_everyday.yaml \
+		--extra-authored training/prompt_classifier/authored_prompts_indirect.yaml \
+		--extra-authored training/prompt_classifier/authored_prompts_composed.yaml \
+		$(foreach l,es de fr pt it,--extra-authored training/prompt_classifier/authored_prompts_$(l).yaml) \
+		--calibrate-on natural
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
