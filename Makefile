@@ -75,21 +75,19 @@ bench-prompts: install-dev
 	$(PIP) install $(PROMPT_BASELINES)
 	$(PY) bench/bench_prompts.py --data $(DATA)
 
+# Authored prompt files (order matters: one seeded draw runs through them in turn)
+AUTHORED := training/prompt_classifier/authored_prompts
+
 ## Retrain the prompt classifier head (fixed seed; writes src/t2iguard/prompt/models/prompt_classifier).
 train-prompt-classifier: install-dev
 	nice -n 10 $(PY) training/prompt_classifier/train.py --data $(DATA) \
-		--extra-authored training/prompt_classifier/authored_prompts_people.yaml \
-		--extra-authored training/prompt_classifier/authored_prompts_everyday.yaml --calibrate-on natural
+		$(foreach f,people everyday,--extra-authored $(AUTHORED)_$(f).yaml) --calibrate-on natural
 
 ## The multilingual tier's head (multilingual-e5-small; about 40 min on 2 cores, mostly embedding)
 train-prompt-classifier-multilingual: install-dev
 	nice -n 10 $(PY) training/prompt_classifier/train.py --data $(DATA) --encoder e5 \
 		--out src/t2iguard/prompt/models/prompt_classifier_multilingual \
-		--extra-authored training/prompt_classifier/authored_prompts_people.yaml \
-		--extra-authored training/prompt_classifier/authored_prompts_everyday.yaml \
-		--extra-authored training/prompt_classifier/authored_prompts_indirect.yaml \
-		--extra-authored training/prompt_classifier/authored_prompts_composed.yaml \
-		$(foreach l,es de fr pt it,--extra-authored training/prompt_classifier/authored_prompts_$(l).yaml) \
+		$(foreach f,people everyday indirect composed es de fr pt it,--extra-authored $(AUTHORED)_$(f).yaml) \
 		--calibrate-on natural
 
 clean:
