@@ -157,6 +157,11 @@ def test_pii_is_removed(stack: SafetyStack) -> None:
         "A Sebastian Brothers truck parked by the curb.",
         "A red bus driving past Big Ben in the rain.",
         "A ferry crossing San Lorenzo Bay at sunset.",
+        # a place after a preposition of direction, a sign's text, a brand, a vehicle named by its maker
+        "A freight train rolling along the coast towards Penncarrow.",
+        "A delivery van with Hollins-Le-Moor written on its side.",
+        "A bottle of Brannagh next to two glasses on a bar.",
+        "A scissor jack truck parked beside a cargo plane on the tarmac.",
         # lower-case words and misspelt sentence starts that the NER model guesses to be names
         "A kitchen counter with a bllender and a toaster.",
         "Amanbeside a fruit stand with oranges and limes.",
@@ -220,6 +225,8 @@ def test_public_figure_transform_policy_describes_them(models: ModelCache) -> No
         ("A photo of my coworker priya raghunathan at her desk.", "priya raghunathan"),
         ("Picture of my ex kevin okafor at a bar.", "kevin okafor"),
         ("Draw my teacher ingrid haugland in a classroom.", "ingrid haugland"),
+        # one surname after "to" or "at" is still a person (only prepositions of place rule it out)
+        ("A handwritten letter to Kowalski on the desk.", "Kowalski"),
     ],
 )
 def test_private_names_near_places_and_signs_are_still_people(analyzer: PeopleAnalyzer, prompt: str, name: str) -> None:

@@ -785,6 +785,7 @@ _THING_AFTER = _PLACE_WORDS | frozenset(
         "diner",
     ]
 )
+_THINGS = _THING_AFTER - _PLACE_WORDS
 _PLACE_BEFORE = re.compile(
     r"(?:\b(?:rue|san|santa|são|sao|saint|mount|mt|lake|fort|port|calle|avenida|plaza)\.?"
     r"|\b(?:corner|intersection|junction)\s+of\b[^.;!?]{0,40})\s*$",
@@ -796,6 +797,16 @@ _SIGN_TEXT = re.compile(
     r"|\bsigns?\s+(?:for|of|to|pointing\s+(?:the\s+way\s+)?to))\s*[,:]?\s*[\"'“‘(]?\s*$",
     re.IGNORECASE,
 )
+# a sign's text named after the span ("with Walton-Le-Dale written on it")
+_SIGN_AFTER = re.compile(r"^\s*[\"'”’)]?\s*(?:written|printed|painted|spelled|stenciled|displayed)\b", re.IGNORECASE)
+# a product's brand after a container ("a bottle of Bacardi", "a can of Heinz")
+_BRAND_BEFORE = re.compile(
+    r"\b(?:bottles?|cans?|box(?:es)?|jars?|packs?|packets?|cartons?|tins?|bags?|brand)\s+of\s*$",
+    re.IGNORECASE,
+)
+# a place after a preposition of place or direction ("towards Kingscote", "the market in Apia"):
+# only for one NER-only word that is no given name; not "to" or "at" ("a letter to Kowalski")
+_PLACE_PREPOSITION = re.compile(r"\b(?:towards?|into|from|in|near|through|via|across)\s*$", re.IGNORECASE)
 # well-known landmarks and brands that hold a given name
 _NAMED_THINGS = re.compile(
     "|".join(
@@ -826,9 +837,11 @@ def _not_a_person(text: str, start: int, end: int, sources: list[str]) -> bool:
     a misspelt first word of a sentence, an acronym. Only for spans no gazetteer entry matched."""
     span = text[start:end]
     words = [w.strip(".").lower() for w in re.split(r"[\s-]+", span) if w.strip(".")]
-    if any(w in _STREET_WORDS for w in words[1:]):
-        return True
+    if any(w in _STREET_WORDS for w in words[1:]) or (len(words) > 1 and words[-1] in _THINGS):
+        return True  # "Graham Street", "a scissor jack truck" ("Jessica Park" stays a person)
     before, after = text[:start], text[end:]
+    if _SIGN_AFTER.match(after) or _BRAND_BEFORE.search(before):
+        return True
     nxt = re.match(r"\s*([’']s\b)?\s*([\w’'&.]+)", after)
     if nxt is not None:
         word = nxt.group(2).strip(".").lower()
@@ -847,7 +860,9 @@ def _not_a_person(text: str, start: int, end: int, sources: list[str]) -> bool:
         return True  # "a toiler and sink": the NER model's guess at a lower-case word ("jane doe" stays)
     # one word, not a given name: a misspelt sentence start ("Awoman is standing") or an acronym ("ANA")
     single = " " not in span and span.lower() not in given_names()
-    return single and (not before.strip(" \t\"'(“") or (span.isupper() and len(span) <= 4))
+    return single and (
+        not before.strip(" \t\"'(“") or (span.isupper() and len(span) <= 4) or bool(_PLACE_PREPOSITION.search(before))
+    )
 
 
 def _plausible_name(span: str) -> bool:
