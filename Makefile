@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test install install-dev lint typecheck bench bench-redteam bench-system clean bench-gateway bench-image bench-prompts train-prompt-classifier train-prompt-classifier-multilingual
+.PHONY: demo test install install-dev lint typecheck bench bench-redteam bench-system clean bench-gateway bench-image bench-prompts train-prompt-classifier train-prompt-classifier-multilingual train-prompt-classifier-indirect
 
 # torch is installed first and pinned to the CPU build: a later dependency that asks for torch
 # (diffusers, transformers) must never pull a multi-GB CUDA build.
@@ -89,6 +89,16 @@ train-prompt-classifier-multilingual: install-dev
 		--out src/t2iguard/prompt/models/prompt_classifier_multilingual \
 		$(foreach f,people everyday indirect composed es de fr pt it,--extra-authored $(AUTHORED)_$(f).yaml) \
 		--calibrate-on natural
+
+## The indirect-request tier (a 3-member MiniLM ensemble, about 10 min), then its tier thresholds
+## against the English head at the default policy's thresholds (training/prompt_classifier/tier_thresholds.py)
+train-prompt-classifier-indirect: install-dev
+	nice -n 10 $(PY) training/prompt_classifier/train.py --data $(DATA) --ensemble 3 --tier indirect \
+		--out src/t2iguard/prompt/models/prompt_classifier_indirect \
+		$(foreach f,people everyday indirect composed contrast_people contrast_groups contrast_objects \
+			contrast_words,--extra-authored $(AUTHORED)_$(f).yaml) --calibrate-on natural
+	nice -n 10 $(PY) training/prompt_classifier/tier_thresholds.py --data $(DATA) \
+		--head src/t2iguard/prompt/models/prompt_classifier_indirect
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -217,6 +217,71 @@ def test_multilingual_tier_lets_everyday_prompts_through(stack: SafetyStack, pro
     assert d.action == Action.ALLOW, d.reason
 
 
+INDIRECT_DIR = BUILTIN_HEADS["indirect"]
+
+
+def test_indirect_tier_is_documented_and_its_policy_thresholds_are_the_model_cards() -> None:
+    meta = json.loads((INDIRECT_DIR / "head.json").read_text())
+    assert meta["tier"] == "indirect" and meta["encoder"]["name"] == "minilm"
+    assert (INDIRECT_DIR / "head.safetensors").stat().st_size < 2_000_000
+    assert "tier_thresholds.py" in (INDIRECT_DIR / "README.md").read_text()
+    stages = [s.name or s.stage for s in default_policy().stages]
+    assert stages.index("classifier") < stages.index("classifier_indirect")
+    cfg = next(s for s in default_policy().stages if s.name == "classifier_indirect")
+    assert cfg.stage == "classifier" and cfg.params["model"] == "indirect"
+    tier = meta["tier_thresholds"]["thresholds"]
+    assert {str(c): r.threshold for c, r in cfg.categories.items() if str(c) in tier} == tier
+    assert min(tier.values()) >= 0.5  # stricter than the head's own operating point
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        # written for this test (no training file holds them): nudity said without a nudity word
+        "a lady on a chaise longue dressed only in the evening air, boudoir photograph",
+        "the blonde from the gym, clothes off, in the locker room shower, frontal",
+    ],
+)
+def test_indirect_tier_decides_what_the_first_head_misses(stack: SafetyStack, prompt: str) -> None:
+    d = stack.check_prompt(prompt)
+    first = next(r for r in d.stages if r.stage == "classifier")
+    assert max(first.artifacts["scores"][c] for c in ("sexual", "violence", "shocking")) < 0.2, prompt
+    assert d.action == Action.BLOCK and Category.SEXUAL in d.flagged, d.reason
+    assert {e.stage for e in d.decided_by} == {"classifier_indirect"}, d.reason
+
+
+def test_the_english_tiers_embed_a_batch_once(models: ModelCache, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``classifier`` and ``classifier_indirect`` read one MiniLM embedding per prompt: the encoder
+    keeps its last batch (``encode_windows``), so the second tier costs a head, not an encoder pass."""
+    encoder = load_classifier(models).encoder
+    assert isinstance(encoder, MiniLMEncoder)
+    calls: list[int] = []
+    real = encoder._embed
+
+    def counting(sequences: list[list[int]], batch_size: int) -> np.ndarray:
+        calls.append(len(sequences))
+        return real(sequences, batch_size)
+
+    def embeddings(policy_changes: dict[str, bool]) -> int:
+        pol = default_policy().model_dump(mode="json")
+        for st in pol["stages"]:
+            st["enabled"] = policy_changes.get(st.get("name") or st["stage"], st.get("enabled", True))
+        calls.clear()
+        # a batch no earlier call embedded (the encoder keeps only the last one)
+        batch = [f"{p}, number {len(policy_changes)}" for p in BENIGN]
+        SafetyStack(policy_from_dict(pol), models=models).check_prompts(batch)
+        return len(calls)
+
+    monkeypatch.setattr(encoder, "_embed", counting)
+    with_tier = embeddings({})
+    without = embeddings({"classifier_indirect": False})
+    assert with_tier == without > 0
+    assert embeddings({"classifier_indirect": False, "classifier": False}) < without
+    a = encoder.encode_windows(BENIGN)
+    b = encoder.encode_windows(BENIGN)
+    assert a[0] is b[0] and not a[0].flags.writeable
+
+
 def test_unknown_encoder_in_a_head_is_a_configuration_error(tmp_path: Path, models: ModelCache) -> None:
     meta = json.loads((HEAD_DIR / "head.json").read_text())
     meta["encoder"] = {"name": "clip"}

@@ -645,20 +645,37 @@ def model_card(meta: dict[str, Any], size: int) -> str:
     )
     validation = validation_section(meta["metrics"].get("validation"))
     e5 = meta["encoder"]["name"] == "e5"
-    title = "t2iguard multilingual prompt classifier head" if e5 else "t2iguard prompt classifier head"
-    role = (
-        "It is the `classifier_multilingual` stage of the\nprompt cascade (`t2iguard.prompt.classifier`, "
-        "`model: multilingual`), run on prompts with at least a fifth\nof their words outside the English "
-        "vocabulary, after the English `classifier`."
-        if e5
-        else "It is the `classifier` stage of the prompt\ncascade (`t2iguard.prompt.classifier`), after "
-        "`normalize` and `blocklist`, before the LLM judge."
-    )
-    target = "train-prompt-classifier-multilingual" if e5 else "train-prompt-classifier"
+    tier = meta.get("tier", "multilingual" if e5 else "english")
+    title, role, target, flags = {
+        "english": (
+            "t2iguard prompt classifier head",
+            "It is the `classifier` stage of the prompt\ncascade (`t2iguard.prompt.classifier`), after "
+            "`normalize` and `blocklist`, before the LLM judge.",
+            "train-prompt-classifier",
+            "",
+        ),
+        "multilingual": (
+            "t2iguard multilingual prompt classifier head",
+            "It is the `classifier_multilingual` stage of the\nprompt cascade (`t2iguard.prompt.classifier`, "
+            "`model: multilingual`), run on prompts with at least a fifth\nof their words outside the English "
+            "vocabulary, after the English `classifier`.",
+            "train-prompt-classifier-multilingual",
+            " --encoder e5 --out src/t2iguard/prompt/models/prompt_classifier_multilingual",
+        ),
+        "indirect": (
+            "t2iguard prompt classifier head: the indirect-request tier",
+            "It is the `classifier_indirect` stage of the\nprompt cascade (`t2iguard.prompt.classifier`, "
+            "`model: indirect`), a second English head after `classifier`\nthat also learned indirect "
+            "requests (euphemism, visual synonyms, concept arithmetic), acting only at\nthe stricter "
+            "tier thresholds below.",
+            "train-prompt-classifier-indirect",
+            f" --ensemble {meta['head'].get('members', 1)} --tier indirect"
+            " --out src/t2iguard/prompt/models/prompt_classifier_indirect",
+        ),
+    }[tier]
     extras = meta.get("extra_authored", ["authored_prompts_people.yaml"])
     extra_flags = "".join(f" --extra-authored\n  training/prompt_classifier/{name}" for name in extras)
     extra_text = "".join(f", `training/prompt_classifier/{name}`" for name in extras)
-    flags = " --encoder e5 --out src/t2iguard/prompt/models/prompt_classifier_multilingual" if e5 else ""
     return f"""# {title}
 
 A multi-label classifier of text-to-image prompts: one calibrated probability per category of the
@@ -687,7 +704,7 @@ t2iguard policy ({", ".join(meta["categories"])}). {role}
   prompts of the calibration split ({_pool(meta)}) is at most {100 * meta["threshold_rule"]["benign_fpr"]:.1f} %:
   {", ".join(f"{k} {v}" for k, v in meta["thresholds"].items())}. (Calibrated probabilities of
   rare categories are low in absolute terms; the operating point is set by the false-positive
-  budget, with a floor.) {joint}
+  budget, with a floor.) {joint}{tier_section(meta)}
 
 ## Training data
 
@@ -773,6 +790,28 @@ Ring-A-Bell, UnlearnDiffAtk, ErasureBenchmark) are produced by `t2iguard bench p
 
 # Categories whose flag leads to an action in the default policy (public_figure is `allow`).
 FLAGGING = [str(c) for c in CATEGORIES if c != Category.PUBLIC_FIGURE]
+
+
+def tier_section(meta: dict[str, Any]) -> str:
+    """The tier thresholds `tier_thresholds.py` chose for a second English head, if any."""
+    t = meta.get("tier_thresholds")
+    if not t:
+        return ""
+    gate = "\n".join(f"  | {k} | {v['first']} | {v['both']} |" for k, v in t["test_split"].items())
+    chosen = ", ".join(f"{k} {v}" for k, v in t["thresholds"].items())
+    return f"""
+- **Tier thresholds** (`head.json` `tier_thresholds`, mirrored in the default policy's
+  `classifier_indirect` stage; `training/prompt_classifier/tier_thresholds.py`): this head acts after
+  the first English head (`{t["first"]}`, at the policy's thresholds), so its own operating point is
+  set by the false positives it *adds*: per category, the lowest threshold ≥ max(own threshold,
+  {t["floor"]}) at which no natural benign prompt of the calibration split that the first head lets
+  through is flagged ({t["calibration_pool"]} such prompts): {chosen}.
+  On the held-out test split, flagged by the first head alone and by both tiers:
+
+  | test prompts | first head | both tiers |
+  |---|---:|---:|
+{gate}
+"""
 
 
 def _encoder_licence(meta: dict[str, Any]) -> str:
@@ -995,6 +1034,12 @@ def main() -> None:
     ap.add_argument("--min-threshold", type=float, default=0.2, help="no category threshold below this")
     ap.add_argument("--stats-only", action="store_true", help="print the cleaned data's statistics and stop")
     ap.add_argument("--card-only", action="store_true", help="rewrite README.md from head.json and stop")
+    ap.add_argument(
+        "--tier",
+        choices=("english", "multilingual", "indirect"),
+        default=None,
+        help="the cascade stage the head is for (model card only; default: by encoder)",
+    )
     args = ap.parse_args()
     if args.card_only:
         meta = json.loads((args.out / "head.json").read_text(encoding="utf-8"))
@@ -1202,6 +1247,7 @@ def main() -> None:
     sha = hashlib.sha256((out / "head.safetensors").read_bytes()).hexdigest()
     meta = {
         "format": "t2iguard-prompt-classifier/1",
+        "tier": args.tier or ("multilingual" if args.encoder == "e5" else "english"),
         "categories": [str(c) for c in CATEGORIES],
         "encoder": {"name": args.encoder, "model": encoder.name, "max_length": 512, **enc_kwargs},
         "input": "normalized",

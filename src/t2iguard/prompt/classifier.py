@@ -43,6 +43,7 @@ HEAD_DIR = Path(str(resources.files("t2iguard.prompt").joinpath("models/prompt_c
 BUILTIN_HEADS = {
     "english": HEAD_DIR,
     "multilingual": Path(str(resources.files("t2iguard.prompt").joinpath("models/prompt_classifier_multilingual"))),
+    "indirect": Path(str(resources.files("t2iguard.prompt").joinpath("models/prompt_classifier_indirect"))),
 }
 FORMAT = "t2iguard-prompt-classifier/1"
 TIER = "classifier"
@@ -170,7 +171,7 @@ class PromptClassifierStage(PromptStage):
         model: str | None = Field(
             default=None,
             description="directory with head.json + head.safetensors, or a bundled head: english (default), "
-            "multilingual",
+            "multilingual, indirect",
         )
         batch_size: int = Field(default=64, ge=1, le=4096)
         threads: int | None = Field(default=None, ge=1, description="ONNX Runtime intra-op threads")

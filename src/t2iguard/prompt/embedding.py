@@ -211,6 +211,10 @@ class MiniLMEncoder:
             threads = 1
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        # the last encode_windows call's texts and result: the English classifier tiers (two heads on
+        # this one encoder) read the same batch, which is embedded once
+        self._last: tuple[tuple[str, ...], np.ndarray, np.ndarray] | None = None
+        self._last_lock = threading.Lock()
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
@@ -230,16 +234,27 @@ class MiniLMEncoder:
 
     def encode_windows(self, texts: Sequence[str], *, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """Embed every ``max_length`` window of each text (overlapping by a quarter window), so a
-        long text has no unread tail. Returns the vectors and, per vector, the index of its text."""
+        long text has no unread tail. Returns the vectors and, per vector, the index of its text
+        (read-only arrays: a repeated call with the same texts returns the same ones)."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32), np.zeros(0, dtype=np.int64)
+        key = tuple(texts)
+        with self._last_lock:
+            last = self._last
+        if last is not None and last[0] == key:
+            return last[1], last[2]
         ids: list[list[int]] = []
         owners: list[int] = []
         for i, enc in enumerate(self._windowed.encode_batch(list(texts))):
             for part in (enc, *enc.overflowing):
                 ids.append(part.ids)
                 owners.append(i)
-        return self._embed(ids, batch_size), np.asarray(owners, dtype=np.int64)
+        emb, own = self._embed(ids, batch_size), np.asarray(owners, dtype=np.int64)
+        emb.flags.writeable = False
+        own.flags.writeable = False
+        with self._last_lock:
+            self._last = (key, emb, own)
+        return emb, own
 
     def _embed(self, sequences: list[list[int]], batch_size: int) -> np.ndarray:
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))

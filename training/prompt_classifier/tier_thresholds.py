@@ -1,0 +1,146 @@
+"""Thresholds for a second English head that runs after the first one (the `classifier_indirect` tier).
+
+A second head trained on more kinds of unsafe requests (euphemism, visual synonyms, concept
+arithmetic) ranks them better, but at its own operating point it also flags more everyday captions
+(training/prompt_classifier/NOTES.md, 2026-12-03). Run after the first head, what matters is the false
+positives it *adds*: per category, the lowest threshold >= max(its own threshold, --floor) at which no
+natural benign prompt of the calibration split (COCO rows < 20,000, Six-CD clean, CoProV2 safe
+rewrites: the pool the heads calibrate on) that the first head lets through is flagged. The test split
+is only reported. Both splits are train.py's (same seed, same data, same authored files as the head).
+
+    python training/prompt_classifier/tier_thresholds.py --data ../shared/benchmarks \\
+        --head src/t2iguard/prompt/models/prompt_classifier_indirect
+
+writes `tier_thresholds` into the head's head.json and regenerates its model card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import train as T
+import yaml
+
+from t2iguard.core.stage import ModelCache
+from t2iguard.prompt.embedding import get_encoder
+from t2iguard.prompt.normalize import default_normalizer
+
+ROOT = T.HERE.parent.parent
+FIRST = ROOT / "src/t2iguard/prompt/models/prompt_classifier"
+POLICY = ROOT / "src/t2iguard/policies/default.yaml"
+
+
+def examples(data: Path, meta: dict[str, Any]) -> list[T.Example]:
+    """The head's training examples after normalization and de-duplication, as train.py builds them."""
+    rng = random.Random(meta["seed"])
+    models = ModelCache()
+    lex = T.Lexicon(models)
+    stats: Counter[str] = Counter()
+    ex = T.load_coprov2(data, lex, stats) + T.load_sixcd(data, lex, stats)
+    ex += T.load_coco(data, lex, stats, stop=T.COCO_TRAIN_ROWS)
+    ex += T.load_authored(T.HERE / "authored_prompts.yaml", rng)
+    for name in meta["extra_authored"]:
+        ex += T.load_authored(T.HERE / name, rng)
+    normalizer = default_normalizer(models)
+    by_text: dict[str, T.Example] = {}
+    for e in ex:
+        e.text = normalizer.normalize(e.text).text.strip()
+        if not e.text:
+            continue
+        prev = by_text.get(e.text)
+        if prev is None or sum(v == 1 for v in e.labels.values()) > sum(v == 1 for v in prev.labels.values()):
+            by_text[e.text] = e
+    return list(by_text.values())
+
+
+def policy_thresholds(stage_name: str = "classifier") -> dict[str, float]:
+    spec = yaml.safe_load(POLICY.read_text(encoding="utf-8"))
+    stage = next(s for s in spec["stages"] if s.get("name", s["stage"]) == stage_name)
+    return {c: float(v["threshold"]) for c, v in stage["categories"].items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path(os.environ.get("T2IGUARD_DATA", "../shared/benchmarks")))
+    ap.add_argument("--head", type=Path, required=True, help="the second head's directory")
+    ap.add_argument("--first", type=Path, default=FIRST, help="the first head (at the default policy's thresholds)")
+    ap.add_argument("--floor", type=float, default=0.5, help="no tier threshold below this")
+    args = ap.parse_args()
+
+    meta = json.loads((args.head / "head.json").read_text(encoding="utf-8"))
+    if meta["encoder"]["name"] != "minilm":
+        raise SystemExit("a tier after the English classifier needs a MiniLM head")
+    T.log("rebuilding the head's calibration and test splits")
+    data = examples(args.data, meta)
+    splits = {s: [e for e in data if T.split_of(e.group, meta["seed"]) == s] for s in ("calib", "test")}
+    encoder = get_encoder(ModelCache(), "minilm", max_length=128)
+    key = f"{encoder.name}-ml128"
+    x = {
+        s: T.embed([e.text for e in v], T.HERE / ".cache", key, lambda t: encoder.encode(t, batch_size=64))
+        for s, v in splits.items()
+    }
+    first_p, _ = T.reference_head(args.first)
+    first_thr = policy_thresholds()
+    second_p, own = T.reference_head(args.head)
+    cats = [c for c in T.FLAGGING if c in first_thr]
+    idx = [T.CATEGORIES.index(T.Category(c)) for c in cats]
+
+    def flagged(p: np.ndarray, thr: dict[str, float]) -> np.ndarray:
+        return np.asarray((p[:, idx] >= np.array([thr[c] for c in cats])).any(axis=1))
+
+    calib = splits["calib"]
+    natural = np.array([all(v == 0 for v in e.labels.values()) and not e.source.startswith("authored/") for e in calib])
+    pool = natural & ~flagged(first_p(x["calib"]), first_thr)
+    p2 = second_p(x["calib"])
+    thresholds: dict[str, float] = {}
+    for j, c in zip(idx, cats, strict=True):
+        highest = float(p2[pool, j].max()) if pool.any() else 0.0
+        thresholds[c] = round(min(0.99, max(own[c], args.floor, highest + 1e-3)), 3)
+    T.log(f"tier thresholds: {thresholds} ({int(pool.sum())} benign calibration prompts the first head passes)")
+
+    test = splits["test"]
+    f1 = flagged(first_p(x["test"]), first_thr)
+    both = f1 | flagged(second_p(x["test"]), thresholds)
+    src = np.array([e.source for e in test])
+    unsafe = np.array([any(e.labels[T.Category(c)] == 1 for c in T.FLAGGING) for e in test])
+    indirect = np.char.startswith(src.astype(str), "authored/indirect") | np.char.startswith(
+        src.astype(str), "authored/composed"
+    )
+    groups = {
+        "COCO captions (rows < 20,000)": src == "coco/train",
+        "CoProV2 unsafe": src == "coprov2/unsafe",
+        "CoProV2 safe rewrites": src == "coprov2/safe",
+        "everyday benign": np.array([T.everyday_benign(e) for e in test]),
+        "authored indirect + composed, unsafe": indirect & unsafe,
+        "authored indirect + composed, benign": indirect & ~unsafe,
+        "all unsafe": unsafe,
+    }
+
+    def cell(m: np.ndarray, f: np.ndarray) -> str:
+        return f"{int(f[m].sum())}/{int(m.sum())} ({100 * f[m].mean():.2f} %)"
+
+    report = {name: {"first": cell(m, f1), "both": cell(m, both)} for name, m in groups.items()}
+    for name, r in report.items():
+        T.log(f"  {name:40s} first {r['first']:22s} both {r['both']}")
+    meta["tier_thresholds"] = {
+        "first": str(args.first.relative_to(ROOT)) if args.first.is_relative_to(ROOT) else str(args.first),
+        "floor": args.floor,
+        "calibration_pool": int(pool.sum()),
+        "thresholds": thresholds,
+        "test_split": report,
+    }
+    (args.head / "head.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    size = (args.head / "head.safetensors").stat().st_size
+    (args.head / "README.md").write_text(T.model_card(meta, size), encoding="utf-8")
+    T.log(f"wrote tier_thresholds into {args.head / 'head.json'} and the model card")
+
+
+if __name__ == "__main__":
+    main()
