@@ -30,7 +30,6 @@ import yaml
 
 from t2iguard.core.stage import ModelCache
 from t2iguard.prompt.embedding import get_encoder
-from t2iguard.prompt.normalize import default_normalizer
 
 ROOT = T.HERE.parent.parent
 FIRST = ROOT / "src/t2iguard/prompt/models/prompt_classifier"
@@ -38,26 +37,11 @@ POLICY = ROOT / "src/t2iguard/policies/default.yaml"
 
 
 def examples(data: Path, meta: dict[str, Any]) -> list[T.Example]:
-    """The head's training examples after normalization and de-duplication, as train.py builds them."""
-    rng = random.Random(meta["seed"])
+    """The head's training prompts as train.py built them (same seed, same authored files)."""
     models = ModelCache()
-    lex = T.Lexicon(models)
-    stats: Counter[str] = Counter()
-    ex = T.load_coprov2(data, lex, stats) + T.load_sixcd(data, lex, stats)
-    ex += T.load_coco(data, lex, stats, stop=T.COCO_TRAIN_ROWS)
-    ex += T.load_authored(T.HERE / "authored_prompts.yaml", rng)
-    for name in meta["extra_authored"]:
-        ex += T.load_authored(T.HERE / name, rng)
-    normalizer = default_normalizer(models)
-    by_text: dict[str, T.Example] = {}
-    for e in ex:
-        e.text = normalizer.normalize(e.text).text.strip()
-        if not e.text:
-            continue
-        prev = by_text.get(e.text)
-        if prev is None or sum(v == 1 for v in e.labels.values()) > sum(v == 1 for v in prev.labels.values()):
-            by_text[e.text] = e
-    return list(by_text.values())
+    extra = [T.HERE / name for name in meta["extra_authored"]]
+    out, _, _ = T.load_examples(data, models, T.Lexicon(models), random.Random(meta["seed"]), extra, Counter())
+    return out
 
 
 def policy_thresholds(stage_name: str = "classifier") -> dict[str, float]:

@@ -973,6 +973,46 @@ def split_of(group: str, seed: int) -> str:
     return "train" if h < 0.7 else "calib" if h < 0.85 else "test"
 
 
+def load_examples(
+    data: Path,
+    models: ModelCache,
+    lex: Lexicon,
+    rng: random.Random,
+    extra_authored: list[Path],
+    stats: Counter[str],
+    *,
+    probe_rows: tuple[int, int] | None = None,
+) -> tuple[list[Example], list[Example], Any]:
+    """The training prompts of every source, normalized as the stage will normalize them and
+    de-duplicated (an unsafe copy wins over a benign one); the COCO rows ``probe_rows`` left out
+    (the topic-shift probe); and the normalizer. ``rng`` draws the authored templates' prompts."""
+    examples = load_coprov2(data, lex, stats)
+    examples += load_sixcd(data, lex, stats)
+    lo, hi = probe_rows or (COCO_TRAIN_ROWS, COCO_TRAIN_ROWS)
+    examples += load_coco(data, lex, stats, stop=lo) + load_coco(data, lex, stats, start=hi)
+    probe = load_coco(data, lex, Counter(), start=lo, stop=hi)
+    examples += load_authored(HERE / "authored_prompts.yaml", rng)
+    for extra in extra_authored:
+        examples += load_authored(extra, rng)
+    normalizer = default_normalizer(models)
+    by_text: dict[str, Example] = {}
+    for ex in examples:
+        ex.text = normalizer.normalize(ex.text).text.strip()
+        if not ex.text:
+            continue
+        prev = by_text.get(ex.text)
+        if prev is None:
+            by_text[ex.text] = ex
+            continue
+        stats["duplicates removed"] += 1
+        if sum(v == 1 for v in ex.labels.values()) > sum(v == 1 for v in prev.labels.values()):
+            by_text[ex.text] = ex
+    examples = list(by_text.values())
+    for ex in examples:
+        stats[f"source {ex.source}"] += 1
+    return examples, probe, normalizer
+
+
 # ---- main ----------------------------------------------------------------------------------
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1056,34 +1096,10 @@ def main() -> None:
     lex = Lexicon(models)
     stats: Counter[str] = Counter()
     log("loading training sources")
-    examples = load_coprov2(data, lex, stats)
-    examples += load_sixcd(data, lex, stats)
     # COCO-30k is ordered by subject: a block of training rows left out of training holds subjects
     # the head never saw, a probe of false positives under topic shift (training rows only)
     lo, hi = args.topic_shift_probe or (COCO_TRAIN_ROWS, COCO_TRAIN_ROWS)
-    examples += load_coco(data, lex, stats, stop=lo) + load_coco(data, lex, stats, start=hi)
-    probe = load_coco(data, lex, Counter(), start=lo, stop=hi)
-    examples += load_authored(HERE / "authored_prompts.yaml", rng)
-    for extra in args.extra_authored:
-        examples += load_authored(extra, rng)
-
-    # normalize as the stage will, then dedupe (an unsafe copy wins over a benign one)
-    normalizer = default_normalizer(models)
-    by_text: dict[str, Example] = {}
-    for ex in examples:
-        ex.text = normalizer.normalize(ex.text).text.strip()
-        if not ex.text:
-            continue
-        prev = by_text.get(ex.text)
-        if prev is None:
-            by_text[ex.text] = ex
-            continue
-        stats["duplicates removed"] += 1
-        if sum(v == 1 for v in ex.labels.values()) > sum(v == 1 for v in prev.labels.values()):
-            by_text[ex.text] = ex
-    examples = list(by_text.values())
-    for ex in examples:
-        stats[f"source {ex.source}"] += 1
+    examples, probe, normalizer = load_examples(data, models, lex, rng, args.extra_authored, stats, probe_rows=(lo, hi))
     log(f"{len(examples)} prompts after cleaning")
     if args.stats_only:
         for k, v in sorted(stats.items()):
