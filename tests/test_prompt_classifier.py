@@ -30,6 +30,12 @@ def models() -> ModelCache:
 
 
 @pytest.fixture(scope="module")
+def stack(models: ModelCache) -> SafetyStack:
+    """The default stack, its models loaded once for the module."""
+    return SafetyStack(models=models)
+
+
+@pytest.fixture(scope="module")
 def clf(models: ModelCache) -> PromptClassifier:
     return load_classifier(models)
 
@@ -87,8 +93,7 @@ def test_long_prompts_are_read_to_the_end(models: ModelCache) -> None:
     assert windowed[i] > 0.5 > truncated[i]
 
 
-def test_stage_in_the_default_cascade_reads_normalized_text() -> None:
-    stack = SafetyStack()
+def test_stage_in_the_default_cascade_reads_normalized_text(stack: SafetyStack) -> None:
     names = [s.name for s in stack.stages(Phase.PROMPT_CHECK)]
     assert names.index("normalize") < names.index("blocklist") < names.index("classifier")
     # weak blocklist terms only: the classifier decides, on the normalized text
@@ -163,8 +168,7 @@ def test_multilingual_head_is_documented_and_in_the_default_policy() -> None:
     assert {str(c): r.threshold for c, r in cfg.categories.items()} == meta["thresholds"]
 
 
-def test_multilingual_tier_runs_only_on_prompts_outside_english() -> None:
-    stack = SafetyStack()
+def test_multilingual_tier_runs_only_on_prompts_outside_english(stack: SafetyStack) -> None:
     english = stack.check_prompt("a chicken breast on the grill")
     tier = next(r for r in english.stages if r.stage == "classifier_multilingual")
     assert tier.trace[0].message.startswith("not run: 0% of the words")
@@ -176,12 +180,6 @@ def test_multilingual_tier_runs_only_on_prompts_outside_english() -> None:
         assert "classifier_multilingual" in [e.stage for e in d.decided_by], d.reason
     benign = stack.check_prompt("una foto de un gato durmiendo en un sofá rojo")
     assert benign.action == Action.ALLOW, benign.reason
-
-
-@pytest.fixture(scope="module")
-def stack(models: ModelCache) -> SafetyStack:
-    """The default stack, its models loaded once for the module."""
-    return SafetyStack(models=models)
 
 
 @pytest.mark.parametrize(
@@ -262,21 +260,22 @@ def test_the_english_tiers_embed_a_batch_once(models: ModelCache, monkeypatch: p
         calls.append(len(sequences))
         return real(sequences, batch_size)
 
-    def embeddings(policy_changes: dict[str, bool]) -> int:
+    def embeddings(*disabled: str) -> int:
         pol = default_policy().model_dump(mode="json")
         for st in pol["stages"]:
-            st["enabled"] = policy_changes.get(st.get("name") or st["stage"], st.get("enabled", True))
+            if (st.get("name") or st["stage"]) in disabled:
+                st["enabled"] = False
         calls.clear()
         # a batch no earlier call embedded (the encoder keeps only the last one)
-        batch = [f"{p}, number {len(policy_changes)}" for p in BENIGN]
+        batch = [f"{p}, number {len(disabled)}" for p in BENIGN]
         SafetyStack(policy_from_dict(pol), models=models).check_prompts(batch)
         return len(calls)
 
     monkeypatch.setattr(encoder, "_embed", counting)
-    with_tier = embeddings({})
-    without = embeddings({"classifier_indirect": False})
+    with_tier = embeddings()
+    without = embeddings("classifier_indirect")
     assert with_tier == without > 0
-    assert embeddings({"classifier_indirect": False, "classifier": False}) < without
+    assert embeddings("classifier_indirect", "classifier") < without
     a = encoder.encode_windows(BENIGN)
     b = encoder.encode_windows(BENIGN)
     assert a[0] is b[0] and not a[0].flags.writeable
@@ -291,7 +290,7 @@ def test_unknown_encoder_in_a_head_is_a_configuration_error(tmp_path: Path, mode
         load_classifier(models, tmp_path)
 
 
-def test_thresholds_tighten_for_a_prompt_in_disguise() -> None:
+def test_thresholds_tighten_for_a_prompt_in_disguise(models: ModelCache) -> None:
     """``obfuscated_scale``: a disguised prompt is judged against lower thresholds, and the trace says so."""
 
     def stack_at(threshold: float) -> SafetyStack:
@@ -308,7 +307,8 @@ def test_thresholds_tighten_for_a_prompt_in_disguise() -> None:
                         },
                     ],
                 }
-            )
+            ),
+            models=models,
         )
 
     prompt = "a man holding a knife in a dark alley"
@@ -337,10 +337,9 @@ def test_thresholds_tighten_for_a_prompt_in_disguise() -> None:
     )
 
 
-def test_minors_act_only_with_sexual_co_evidence() -> None:
+def test_minors_act_only_with_sexual_co_evidence(stack: SafetyStack, models: ModelCache) -> None:
     """``co_evidence``: in the default policy a minors score acts only with some sexual score (the
     category is the sexualised depiction of minors); the gated score stays in the trace."""
-    stack = SafetyStack()
     benign = stack.check_prompt("a kid and a girl are near each other")
     assert benign.action == Action.ALLOW
     gated = [
@@ -360,5 +359,5 @@ def test_minors_act_only_with_sexual_co_evidence() -> None:
     for st in data["stages"]:
         if st["stage"] == "classifier":
             st["params"].pop("co_evidence", None)
-    ungated = SafetyStack(policy_from_dict(data)).check_prompt("a kid and a girl are near each other")
+    ungated = SafetyStack(policy_from_dict(data), models=models).check_prompt("a kid and a girl are near each other")
     assert ungated.action == Action.BLOCK and Category.MINORS in ungated.flagged

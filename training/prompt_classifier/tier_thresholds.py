@@ -26,35 +26,33 @@ from typing import Any
 
 import numpy as np
 import train as T
-import yaml
 
+from t2iguard.core.policy import default_policy
 from t2iguard.core.stage import ModelCache
+from t2iguard.prompt.classifier import HEAD_DIR
 from t2iguard.prompt.embedding import get_encoder
 
 ROOT = T.HERE.parent.parent
-FIRST = ROOT / "src/t2iguard/prompt/models/prompt_classifier"
-POLICY = ROOT / "src/t2iguard/policies/default.yaml"
 
 
-def examples(data: Path, meta: dict[str, Any]) -> list[T.Example]:
+def examples(data: Path, meta: dict[str, Any], models: ModelCache) -> list[T.Example]:
     """The head's training prompts as train.py built them (same seed, same authored files)."""
-    models = ModelCache()
     extra = [T.HERE / name for name in meta["extra_authored"]]
     out, _, _ = T.load_examples(data, models, T.Lexicon(models), random.Random(meta["seed"]), extra, Counter())
     return out
 
 
 def policy_thresholds(stage_name: str = "classifier") -> dict[str, float]:
-    spec = yaml.safe_load(POLICY.read_text(encoding="utf-8"))
-    stage = next(s for s in spec["stages"] if s.get("name", s["stage"]) == stage_name)
-    return {c: float(v["threshold"]) for c, v in stage["categories"].items()}
+    """The default policy's thresholds for the stage named ``stage_name``."""
+    stage = next(s for s in default_policy().stages if (s.name or s.stage) == stage_name)
+    return {str(c): r.threshold for c, r in stage.categories.items() if r.threshold is not None}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("T2IGUARD_DATA", "../shared/benchmarks")))
     ap.add_argument("--head", type=Path, required=True, help="the second head's directory")
-    ap.add_argument("--first", type=Path, default=FIRST, help="the first head (at the default policy's thresholds)")
+    ap.add_argument("--first", type=Path, default=HEAD_DIR, help="the first head (at the default policy's thresholds)")
     ap.add_argument("--floor", type=float, default=0.5, help="no tier threshold below this")
     args = ap.parse_args()
 
@@ -62,9 +60,10 @@ def main() -> None:
     if meta["encoder"]["name"] != "minilm":
         raise SystemExit("a tier after the English classifier needs a MiniLM head")
     T.log("rebuilding the head's calibration and test splits")
-    data = examples(args.data, meta)
+    models = ModelCache()
+    data = examples(args.data, meta, models)
     splits = {s: [e for e in data if T.split_of(e.group, meta["seed"]) == s] for s in ("calib", "test")}
-    encoder = get_encoder(ModelCache(), "minilm", max_length=128)
+    encoder = get_encoder(models, "minilm", max_length=128)
     key = f"{encoder.name}-ml128"
     x = {
         s: T.embed([e.text for e in v], T.HERE / ".cache", key, lambda t: encoder.encode(t, batch_size=64))
