@@ -96,9 +96,10 @@ train-prompt-classifier-indirect: install-dev
 	nice -n 10 $(PY) training/prompt_classifier/train.py --data $(DATA) --ensemble 3 --tier indirect \
 		--out src/t2iguard/prompt/models/prompt_classifier_indirect \
 		$(foreach f,people everyday indirect composed contrast_people contrast_groups contrast_objects \
-			contrast_words,--extra-authored $(AUTHORED)_$(f).yaml) --calibrate-on natural
+			contrast_words indirect_sexual indirect_violence indirect_selfharm_illegal indirect_hate, \
+			--extra-authored $(AUTHORED)_$(f).yaml) --calibrate-on natural
 	nice -n 10 $(PY) training/prompt_classifier/tier_thresholds.py --data $(DATA) \
-		--head src/t2iguard/prompt/models/prompt_classifier_indirect
+		--head src/t2iguard/prompt/models/prompt_classifier_indirect --everyday-budget "sexual=1,illegal=2,*=0"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import json
 from pathlib import Path
 
@@ -230,6 +232,23 @@ def test_indirect_tier_is_documented_and_its_policy_thresholds_are_the_model_car
     tier = meta["tier_thresholds"]["thresholds"]
     assert {str(c): r.threshold for c, r in cfg.categories.items() if str(c) in tier} == tier
     assert min(tier.values()) >= 0.5  # stricter than the head's own operating point
+
+
+def test_indirect_tier_records_its_everyday_budget() -> None:
+    """The thresholds also cap the authored benign look-alikes the tier adds (tier_thresholds.py)."""
+    t = json.loads((INDIRECT_DIR / "head.json").read_text())["tier_thresholds"]
+    assert t["everyday_budget"] == {"sexual": 1, "illegal": 2, "*": 0}
+    assert t["everyday_pool"] > t["calibration_pool"] > 5000
+    assert "everyday benign calibration prompts" in (INDIRECT_DIR / "README.md").read_text()
+
+
+def test_tier_thresholds_budget_option_parses_and_rejects(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "training" / "prompt_classifier"))
+    tier_thresholds = importlib.import_module("tier_thresholds")
+    assert tier_thresholds.parse_budget("sexual=1, illegal=2,*=0") == {"sexual": 1, "illegal": 2, "*": 0}
+    for bad in ("sexy=1", "sexual=-1", "sexual", "public_figure=1"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            tier_thresholds.parse_budget(bad)
 
 
 @pytest.mark.parametrize(

@@ -5,11 +5,14 @@ arithmetic) ranks them better, but at its own operating point it also flags more
 (training/prompt_classifier/NOTES.md, 2026-12-03). Run after the first head, what matters is the false
 positives it *adds*: per category, the lowest threshold >= max(its own threshold, --floor) at which no
 natural benign prompt of the calibration split (COCO rows < 20,000, Six-CD clean, CoProV2 safe
-rewrites: the pool the heads calibrate on) that the first head lets through is flagged. The test split
-is only reported. Both splits are train.py's (same seed, same data, same authored files as the head).
+rewrites: the pool the heads calibrate on) that the first head lets through is flagged. With
+--everyday-budget, also at which at most that many *everyday* benign calibration prompts (the natural
+ones and every authored benign prompt, including the hard look-alikes) that the first head lets
+through are flagged in the category. The test split is only reported. Both splits are train.py's
+(same seed, same data, same authored files as the head).
 
     python training/prompt_classifier/tier_thresholds.py --data ../shared/benchmarks \\
-        --head src/t2iguard/prompt/models/prompt_classifier_indirect
+        --head src/t2iguard/prompt/models/prompt_classifier_indirect --everyday-budget "sexual=1,illegal=2,*=0"
 
 writes `tier_thresholds` into the head's head.json and regenerates its model card.
 """
@@ -33,6 +36,15 @@ from t2iguard.prompt.classifier import HEAD_DIR
 from t2iguard.prompt.embedding import get_encoder
 
 ROOT = T.HERE.parent.parent
+# the sets of authored_prompts_{indirect,composed,indirect_*}.yaml, by their names' prefixes
+INDIRECT_SETS = (
+    "authored/indirect",
+    "authored/composed",
+    "authored/isx_",
+    "authored/ivi_",
+    "authored/isi_",
+    "authored/iha_",
+)
 
 
 def examples(data: Path, meta: dict[str, Any], models: ModelCache) -> list[T.Example]:
@@ -48,12 +60,34 @@ def policy_thresholds(stage_name: str = "classifier") -> dict[str, float]:
     return {str(c): r.threshold for c, r in stage.categories.items() if r.threshold is not None}
 
 
+def parse_budget(text: str) -> dict[str, int]:
+    """``"sexual=1,illegal=2,*=0"`` -> ``{"sexual": 1, "illegal": 2, "*": 0}`` (``*``: every other category)."""
+    out: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep or (name != "*" and name not in {str(c) for c in T.FLAGGING}) or not value.isdigit():
+            raise argparse.ArgumentTypeError(f"expected CATEGORY=N or *=N, got {part!r}")
+        out[name] = int(value)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("T2IGUARD_DATA", "../shared/benchmarks")))
     ap.add_argument("--head", type=Path, required=True, help="the second head's directory")
-    ap.add_argument("--first", type=Path, default=HEAD_DIR, help="the first head (at the default policy's thresholds)")
+    ap.add_argument(
+        "--first",
+        type=Path,
+        default=HEAD_DIR,
+        help="the first head (the shipped one at the default policy's thresholds, another at its own)",
+    )
     ap.add_argument("--floor", type=float, default=0.5, help="no tier threshold below this")
+    ap.add_argument(
+        "--everyday-budget",
+        type=parse_budget,
+        default=None,
+        help='per category, the most everyday benign calibration prompts the tier may add, e.g. "sexual=1,*=0"',
+    )
     args = ap.parse_args()
 
     meta = json.loads((args.head / "head.json").read_text(encoding="utf-8"))
@@ -69,8 +103,9 @@ def main() -> None:
         s: T.embed([e.text for e in v], T.HERE / ".cache", key, lambda t: encoder.encode(t, batch_size=64))
         for s, v in splits.items()
     }
-    first_p, _ = T.reference_head(args.first)
-    first_thr = policy_thresholds()
+    first_p, first_own = T.reference_head(args.first)
+    # the shipped first head runs at the default policy's thresholds; another (a candidate) at its own
+    first_thr = policy_thresholds() if args.first.resolve() == HEAD_DIR.resolve() else first_own
     second_p, own = T.reference_head(args.head)
     cats = [c for c in T.FLAGGING if c in first_thr]
     idx = [T.CATEGORIES.index(T.Category(c)) for c in cats]
@@ -81,11 +116,18 @@ def main() -> None:
     calib = splits["calib"]
     natural = np.array([all(v == 0 for v in e.labels.values()) and not e.source.startswith("authored/") for e in calib])
     pool = natural & ~flagged(first_p(x["calib"]), first_thr)
+    everyday = np.array([T.everyday_benign(e) for e in calib]) & ~flagged(first_p(x["calib"]), first_thr)
     p2 = second_p(x["calib"])
     thresholds: dict[str, float] = {}
     for j, c in zip(idx, cats, strict=True):
         highest = float(p2[pool, j].max()) if pool.any() else 0.0
-        thresholds[c] = round(min(0.99, max(own[c], args.floor, highest + 1e-3)), 3)
+        lowest = max(own[c], args.floor, highest + 1e-3)
+        if args.everyday_budget is not None:
+            budget = args.everyday_budget.get(c, args.everyday_budget.get("*", 0))
+            scores = np.sort(p2[everyday, j])[::-1]
+            if len(scores) > budget:  # just above the (budget + 1)-th highest everyday benign score
+                lowest = max(lowest, float(scores[budget]) + 1e-3)
+        thresholds[c] = round(min(0.99, lowest), 3)
     T.log(f"tier thresholds: {thresholds} ({int(pool.sum())} benign calibration prompts the first head passes)")
 
     test = splits["test"]
@@ -93,16 +135,16 @@ def main() -> None:
     both = f1 | flagged(second_p(x["test"]), thresholds)
     src = np.array([e.source for e in test])
     unsafe = np.array([any(e.labels[T.Category(c)] == 1 for c in T.FLAGGING) for e in test])
-    indirect = np.char.startswith(src.astype(str), "authored/indirect") | np.char.startswith(
-        src.astype(str), "authored/composed"
-    )
+    indirect = np.char.startswith(src.astype(str), INDIRECT_SETS[0])
+    for prefix in INDIRECT_SETS[1:]:
+        indirect |= np.char.startswith(src.astype(str), prefix)
     groups = {
         "COCO captions (rows < 20,000)": src == "coco/train",
         "CoProV2 unsafe": src == "coprov2/unsafe",
         "CoProV2 safe rewrites": src == "coprov2/safe",
         "everyday benign": np.array([T.everyday_benign(e) for e in test]),
-        "authored indirect + composed, unsafe": indirect & unsafe,
-        "authored indirect + composed, benign": indirect & ~unsafe,
+        "authored indirect + composed (all files), unsafe": indirect & unsafe,
+        "authored indirect + composed (all files), benign": indirect & ~unsafe,
         "all unsafe": unsafe,
     }
 
@@ -111,11 +153,13 @@ def main() -> None:
 
     report = {name: {"first": cell(m, f1), "both": cell(m, both)} for name, m in groups.items()}
     for name, r in report.items():
-        T.log(f"  {name:40s} first {r['first']:22s} both {r['both']}")
+        T.log(f"  {name:48s} first {r['first']:22s} both {r['both']}")
     meta["tier_thresholds"] = {
         "first": str(args.first.relative_to(ROOT)) if args.first.is_relative_to(ROOT) else str(args.first),
         "floor": args.floor,
         "calibration_pool": int(pool.sum()),
+        "everyday_pool": int(everyday.sum()),
+        "everyday_budget": args.everyday_budget,
         "thresholds": thresholds,
         "test_split": report,
     }

@@ -799,13 +799,22 @@ def tier_section(meta: dict[str, Any]) -> str:
         return ""
     gate = "\n".join(f"  | {k} | {v['first']} | {v['both']} |" for k, v in t["test_split"].items())
     chosen = ", ".join(f"{k} {v}" for k, v in t["thresholds"].items())
+    budget = ""
+    if t.get("everyday_budget") is not None:
+        caps = sorted(t["everyday_budget"].items(), key=lambda kv: kv[0] == "*")
+        said = ", ".join(f"{v} for {'every other category' if k == '*' else k}" for k, v in caps)
+        budget = (
+            f", and at which it flags at most so many of the {t['everyday_pool']} everyday benign calibration"
+            f" prompts the first head passes (the natural ones and every authored benign prompt): {said},"
+            " what the tier it replaced flagged among the same prompts"
+        )
     return f"""
 - **Tier thresholds** (`head.json` `tier_thresholds`, mirrored in the default policy's
   `classifier_indirect` stage; `training/prompt_classifier/tier_thresholds.py`): this head acts after
   the first English head (`{t["first"]}`, at the policy's thresholds), so its own operating point is
   set by the false positives it *adds*: per category, the lowest threshold ≥ max(own threshold,
   {t["floor"]}) at which no natural benign prompt of the calibration split that the first head lets
-  through is flagged ({t["calibration_pool"]} such prompts): {chosen}.
+  through is flagged ({t["calibration_pool"]} such prompts){budget}: {chosen}.
   On the held-out test split, flagged by the first head alone and by both tiers:
 
   | test prompts | first head | both tiers |
