@@ -135,9 +135,7 @@ def main() -> None:
     both = f1 | flagged(second_p(x["test"]), thresholds)
     src = np.array([e.source for e in test])
     unsafe = np.array([any(e.labels[T.Category(c)] == 1 for c in T.FLAGGING) for e in test])
-    indirect = np.char.startswith(src.astype(str), INDIRECT_SETS[0])
-    for prefix in INDIRECT_SETS[1:]:
-        indirect |= np.char.startswith(src.astype(str), prefix)
+    indirect = np.array([e.source.startswith(INDIRECT_SETS) for e in test])
     groups = {
         "COCO captions (rows < 20,000)": src == "coco/train",
         "CoProV2 unsafe": src == "coprov2/unsafe",
