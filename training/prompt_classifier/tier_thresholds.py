@@ -115,8 +115,9 @@ def main() -> None:
 
     calib = splits["calib"]
     natural = np.array([all(v == 0 for v in e.labels.values()) and not e.source.startswith("authored/") for e in calib])
-    pool = natural & ~flagged(first_p(x["calib"]), first_thr)
-    everyday = np.array([T.everyday_benign(e) for e in calib]) & ~flagged(first_p(x["calib"]), first_thr)
+    passed = ~flagged(first_p(x["calib"]), first_thr)  # what the first head lets through
+    pool = natural & passed
+    everyday = np.array([T.everyday_benign(e) for e in calib]) & passed
     p2 = second_p(x["calib"])
     thresholds: dict[str, float] = {}
     for j, c in zip(idx, cats, strict=True):
