@@ -172,6 +172,28 @@ def test_custom_lexicon_file(tmp_path: Path) -> None:
     assert matcher.match(matcher.normalizer.normalize("a moonshine still life painting")) == []
 
 
+def test_exact_only_lexicon_has_no_typo_or_mask_matches(tmp_path: Path) -> None:
+    f = tmp_path / "de.yaml"
+    f.write_text("category: sexual\nfuzzy: false\nstrong: [nackte, femme nue]\nallow: [nackte wahrheit]\n")
+    matcher = build_matcher(BlocklistStage.Params(lexicons=[str(f)]), ModelCache())
+
+    def found(text: str) -> list[tuple[str, str]]:
+        return [(h.term.phrase, h.how) for h in matcher.match(matcher.normalizer.normalize(text))]
+
+    # exact matches keep the normalizer's view: case, accents, leetspeak, separators
+    assert found("eine NACKTE Frau") == [("nackte", "exact")]
+    assert found("eine n4ckte Frau") == [("nackte", "exact")]
+    assert found("une Femme  Nue") == [("femme nue", "exact")]
+    assert found("die nackte Wahrheit") == []  # allow phrase
+    # but no typo or masked-letter matches: "Nachte" is not "nackte"
+    assert found("eine nakte Frau") == found("zwei nachte") == found("eine n*ckte Frau") == []
+
+
+def test_unknown_multilingual_language_fails_loudly() -> None:
+    with pytest.raises(ConfigurationError, match="no built-in lexicon for language"):
+        build_matcher(BlocklistStage.Params(lexicons=["multilingual:xx"]), ModelCache())
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -181,6 +203,7 @@ def test_custom_lexicon_file(tmp_path: Path) -> None:
         ("category: any\nstrong: [x]\n", "may only hold 'allow'"),
         ("category: sexual\npatterns: [{regex: '('}]\n", "bad pattern"),
         ("- just a list\n", "expected a mapping"),
+        ("category: sexual\nfuzzy: sometimes\nstrong: [x]\n", "'fuzzy' must be true or false"),
     ],
 )
 def test_bad_lexicons_fail_loudly(tmp_path: Path, content: str, message: str) -> None:
@@ -244,3 +267,52 @@ def test_a_typo_of_an_ordinary_word_is_no_fuzzy_hit(matcher: BlocklistMatcher, p
 )
 def test_near_ties_keep_the_fuzzy_hit(matcher: BlocklistMatcher, prompt: str, term: str) -> None:
     assert term in [m.term.phrase for m in matcher.match(matcher.normalizer.normalize(prompt))]
+
+
+@pytest.fixture(scope="module")
+def multilingual() -> BlocklistMatcher:
+    return build_matcher(BlocklistStage.Params(lexicons=["builtin", "multilingual"]), ModelCache())
+
+
+@pytest.mark.parametrize(
+    ("text", "category", "lexicon"),
+    [
+        ("una mujer desnuda en la playa", Category.SEXUAL, "multilingual:es:sexual"),
+        ("a desnuda woman on the beach", Category.SEXUAL, "multilingual:es:sexual"),  # mixed into English
+        ("eine NACKTE Frau am Strand", Category.SEXUAL, "multilingual:de:sexual"),
+        ("une femme nue sur la plage", Category.SEXUAL, "multilingual:fr:sexual"),
+        ("uma mulher nua na praia", Category.SEXUAL, "multilingual:pt:sexual"),
+        ("una donna nuda in spiaggia", Category.SEXUAL, "multilingual:it:sexual"),
+        ("un uomo decapitato", Category.VIOLENCE, "multilingual:it:violence"),
+    ],
+)
+def test_multilingual_lexicons_block_and_name_their_language(
+    multilingual: BlocklistMatcher, text: str, category: Category, lexicon: str
+) -> None:
+    findings = findings_from_matches(multilingual.match(multilingual.normalizer.normalize(text)))
+    by_cat = {f.category: f for f in findings}
+    assert by_cat[category].score == 1.0
+    assert by_cat[category].evidence["lexicon"] == lexicon
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "die Nacht in Berlin, Lichter der Stadt",  # one letter from "nackt": no typo matching
+        "una pechuga de pollo a la parrilla",
+        "la rua principal de Lisboa ao entardecer",
+        "a plate of penne with tomato sauce",
+        "nude lipstick and a beige sweater",  # an English allow phrase stays allowed
+    ],
+)
+def test_multilingual_lexicons_leave_benign_prompts_alone(multilingual: BlocklistMatcher, text: str) -> None:
+    findings = findings_from_matches(multilingual.match(multilingual.normalizer.normalize(text)))
+    assert all(f.score < 0.9 for f in findings), findings
+
+
+def test_multilingual_words_stay_out_of_the_english_vocabulary() -> None:
+    from t2iguard.prompt.normalize import builtin_lexicon_words
+
+    words = builtin_lexicon_words(ModelCache())
+    assert "naked" in words
+    assert not {"desnuda", "nackte", "nuda"} & words

@@ -191,6 +191,8 @@ class BlocklistMatcher:
             keyed[key].append(_Compiled(term, tuple(counts), frozenset(bounds)))
             if term.kind == "allow":
                 allow_words.update(w.text for w in norm.words)
+            elif not term.fuzzy:
+                continue  # exact matches only: kept out of the typo and mask indexes
             elif len(norm.words) > 1:
                 wkeys = tuple("".join(ch for ch, _c, _s, _e in _runs(w.skeleton)) for w in norm.words)
                 for pos, wk in enumerate(wkeys):
@@ -431,7 +433,8 @@ class BlocklistStage(PromptStage):
 
         lexicons: list[str] = Field(
             default_factory=lambda: ["builtin"],
-            description="'builtin' and/or paths to lexicon YAML files or directories",
+            description="'builtin' (English), 'multilingual' (every shipped language) or 'multilingual:de' "
+            "(one language), and/or paths to lexicon YAML files or directories",
         )
         extra_terms: dict[Category, list[str]] = Field(
             default_factory=dict, description="extra strong terms per category"
@@ -486,12 +489,23 @@ class BlocklistStage(PromptStage):
 def build_matcher(params: BlocklistStage.Params, models: ModelCache) -> BlocklistMatcher:
     lex = Lexicon()
     for name in params.lexicons:
-        lex.extend(Lexicon.builtin() if name == "builtin" else Lexicon.load(name))
+        lex.extend(_named_lexicon(name))
     for cat, phrases in params.extra_terms.items():
         lex.terms += [Term(cat, p.strip().lower(), STRONG, "strong", "policy") for p in phrases if p.strip()]
     for cat, phrases in params.extra_allow.items():
         lex.terms += [Term(cat, p.strip().lower(), 0.0, "allow", "policy") for p in phrases if p.strip()]
     return BlocklistMatcher(lex, default_normalizer(models), english_vocabulary(models), fuzzy=params.fuzzy)
+
+
+def _named_lexicon(name: str) -> Lexicon:
+    """``builtin``, ``multilingual``, ``multilingual:<code>[,<code>...]``, or a path."""
+    if name == "builtin":
+        return Lexicon.builtin()
+    if name == "multilingual":
+        return Lexicon.multilingual()
+    if name.startswith("multilingual:"):
+        return Lexicon.multilingual(code.strip() for code in name.partition(":")[2].split(","))
+    return Lexicon.load(name)
 
 
 def findings_from_matches(matches: Iterable[Match], escalations: Sequence[Escalation] = ()) -> list[Finding]:

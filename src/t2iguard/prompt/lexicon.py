@@ -1,12 +1,14 @@
 """Lexicons: per-category term lists, allow phrases, patterns and escalation rules.
 
-The built-in lexicons live in ``t2iguard/prompt/lexicons/*.yaml`` (see the README there);
+The built-in lexicons live in ``t2iguard/prompt/lexicons/*.yaml`` (English) and
+``t2iguard/prompt/lexicons/multilingual/<language>/*.yaml`` (other languages; see the README there);
 operators add their own files in the same format.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -28,6 +30,7 @@ class Term:
     weight: float
     kind: str  # "strong" | "weak" | "allow"
     source: str = "builtin"
+    fuzzy: bool = True  # False: exact (leetspeak/homoglyph-aware) matches only, no typo or mask matches
 
     @property
     def builtin(self) -> bool:
@@ -76,10 +79,13 @@ class Lexicon:
     def from_mapping(cls, data: Any, source: str) -> Lexicon:
         if not isinstance(data, dict) or "category" not in data:
             raise ConfigurationError(f"lexicon {source}: expected a mapping with a 'category' key")
-        known = {"category", "description", "strong", "weak", "allow", "patterns", "escalate", "source"}
+        known = {"category", "description", "strong", "weak", "allow", "patterns", "escalate", "source", "fuzzy"}
         unknown = set(data) - known
         if unknown:
             raise ConfigurationError(f"lexicon {source}: unknown keys {sorted(unknown)}")
+        fuzzy = data.get("fuzzy", True)
+        if not isinstance(fuzzy, bool):
+            raise ConfigurationError(f"lexicon {source}: 'fuzzy' must be true or false, not {fuzzy!r}")
         if data["category"] == "any":
             extra = [k for k in ("strong", "weak", "patterns", "escalate") if data.get(k)]
             if extra:
@@ -88,7 +94,7 @@ class Lexicon:
             for item in data.get("allow") or []:
                 phrase = str(item).strip().lower()
                 if phrase:
-                    lex.terms.append(Term(None, phrase, 0.0, "allow", source))
+                    lex.terms.append(Term(None, phrase, 0.0, "allow", source, fuzzy))
             return lex
         try:
             category = Category(data["category"])
@@ -105,7 +111,7 @@ class Lexicon:
             for item in items:
                 phrase = str(item).strip().lower()  # YAML reads "1488" as a number
                 if phrase:
-                    lex.terms.append(Term(category, phrase, weight, kind, source))
+                    lex.terms.append(Term(category, phrase, weight, kind, source, fuzzy))
         for p in data.get("patterns") or []:
             try:
                 rx = re.compile(str(p["regex"]), re.IGNORECASE)
@@ -145,3 +151,30 @@ class Lexicon:
     def builtin(cls) -> Lexicon:
         """The lexicons shipped with t2iguard (``t2iguard/prompt/lexicons``)."""
         return cls.load(Path(str(resources.files("t2iguard.prompt").joinpath("lexicons"))), source="builtin")
+
+    @classmethod
+    def multilingual(cls, languages: Iterable[str] | None = None) -> Lexicon:
+        """The shipped lexicons of other languages (``t2iguard/prompt/lexicons/multilingual/<code>``),
+        all of them or those of ``languages`` (ISO 639-1 codes). Their words stay out of the
+        normalizer's English vocabulary and spelling corrector."""
+        shipped = multilingual_languages()
+        wanted = list(shipped) if languages is None else list(languages)
+        unknown = [code for code in wanted if code not in shipped]
+        if unknown:
+            raise ConfigurationError(
+                f"no built-in lexicon for language(s) {', '.join(unknown)}; shipped: {', '.join(shipped)}"
+            )
+        lex = cls()
+        for code in wanted:
+            lex.extend(cls.load(_multilingual_root() / code, source=f"multilingual:{code}"))
+        return lex
+
+
+def _multilingual_root() -> Path:
+    return Path(str(resources.files("t2iguard.prompt").joinpath("lexicons", "multilingual")))
+
+
+def multilingual_languages() -> tuple[str, ...]:
+    """The language codes of the shipped non-English lexicons."""
+    root = _multilingual_root()
+    return tuple(sorted(p.name for p in root.iterdir() if p.is_dir())) if root.is_dir() else ()
