@@ -155,6 +155,7 @@ def main() -> None:
         T.log(f"  {name:48s} first {r['first']:22s} both {r['both']}")
     meta["tier_thresholds"] = {
         "first": str(args.first.relative_to(ROOT)) if args.first.is_relative_to(ROOT) else str(args.first),
+        "first_at": "the default policy's thresholds" if first_thr is not first_own else "its own thresholds",
         "floor": args.floor,
         "calibration_pool": int(pool.sum()),
         "everyday_pool": int(everyday.sum()),

@@ -799,6 +799,7 @@ def tier_section(meta: dict[str, Any]) -> str:
         return ""
     gate = "\n".join(f"  | {k} | {v['first']} | {v['both']} |" for k, v in t["test_split"].items())
     chosen = ", ".join(f"{k} {v}" for k, v in t["thresholds"].items())
+    first_at = t.get("first_at", "the policy's thresholds")
     budget = ""
     if t.get("everyday_budget") is not None:
         caps = sorted(t["everyday_budget"].items(), key=lambda kv: kv[0] == "*")
@@ -811,7 +812,7 @@ def tier_section(meta: dict[str, Any]) -> str:
     return f"""
 - **Tier thresholds** (`head.json` `tier_thresholds`, mirrored in the default policy's
   `classifier_indirect` stage; `training/prompt_classifier/tier_thresholds.py`): this head acts after
-  the first English head (`{t["first"]}`, at the policy's thresholds), so its own operating point is
+  the first English head (`{t["first"]}`, at {first_at}), so its own operating point is
   set by the false positives it *adds*: per category, the lowest threshold ≥ max(own threshold,
   {t["floor"]}) at which no natural benign prompt of the calibration split that the first head lets
   through is flagged ({t["calibration_pool"]} such prompts){budget}: {chosen}.
