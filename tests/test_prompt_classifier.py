@@ -38,6 +38,17 @@ def stack(models: ModelCache) -> SafetyStack:
 
 
 @pytest.fixture(scope="module")
+def english_blocklist_stack(models: ModelCache) -> SafetyStack:
+    """The default stack with the English word lists only, so that the multilingual classifier tier,
+    not the blocklist's multilingual lists, decides foreign prompts."""
+    spec = default_policy().model_dump(mode="json")
+    blocklist = next(s for s in spec["stages"] if s["stage"] == "blocklist")
+    assert blocklist["params"]["lexicons"] == ["builtin", "multilingual"]
+    blocklist["params"]["lexicons"] = ["builtin"]
+    return SafetyStack(policy_from_dict(spec), models=models)
+
+
+@pytest.fixture(scope="module")
 def clf(models: ModelCache) -> PromptClassifier:
     return load_classifier(models)
 
@@ -170,7 +181,8 @@ def test_multilingual_head_is_documented_and_in_the_default_policy() -> None:
     assert {str(c): r.threshold for c, r in cfg.categories.items()} == meta["thresholds"]
 
 
-def test_multilingual_tier_runs_only_on_prompts_outside_english(stack: SafetyStack) -> None:
+def test_multilingual_tier_runs_only_on_prompts_outside_english(english_blocklist_stack: SafetyStack) -> None:
+    stack = english_blocklist_stack
     english = stack.check_prompt("a chicken breast on the grill")
     tier = next(r for r in english.stages if r.stage == "classifier_multilingual")
     assert tier.trace[0].message.startswith("not run: 0% of the words")
@@ -192,11 +204,11 @@ def test_multilingual_tier_runs_only_on_prompts_outside_english(stack: SafetySta
         "un homme égorgé gisant dans une mare de sang",
     ],
 )
-def test_multilingual_tier_reads_violence_in_other_languages(stack: SafetyStack, prompt: str) -> None:
+def test_multilingual_tier_reads_violence_in_other_languages(english_blocklist_stack: SafetyStack, prompt: str) -> None:
     """Categories beyond nudity, which a head trained on English prompts alone did not transfer
     (the 2026-11-23 head scored these violence <= 0.12): the head is trained on authored prompts in
     es/de/fr/pt/it (training/prompt_classifier/NOTES.md, 2026-12-03)."""
-    d = stack.check_prompt(prompt)
+    d = english_blocklist_stack.check_prompt(prompt)
     assert d.action == Action.BLOCK and Category.VIOLENCE in d.flagged, d.reason
     assert {e.stage for e in d.decided_by} == {"classifier_multilingual"}, d.reason
 
