@@ -263,6 +263,18 @@ def test_tier_thresholds_budget_option_parses_and_rejects(monkeypatch: pytest.Mo
             tier_thresholds.parse_budget(bad)
 
 
+def test_tier_report_groups_the_sets_of_the_indirect_files_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "training" / "prompt_classifier"))
+    tier_thresholds = importlib.import_module("tier_thresholds")
+    meta = json.loads((INDIRECT_DIR / "head.json").read_text())
+    sources = tier_thresholds.indirect_sources(meta)
+    prefixes = {s.partition("/")[2].split("_")[0] for s in sources}
+    assert {"indirect", "composed", "isx", "ivi", "isi", "iha"} <= prefixes
+    assert not any("contrast" in s or "people" in s or "everyday" in s for s in sources)
+    # a file the head was not trained on adds nothing
+    assert tier_thresholds.indirect_sources({"extra_authored": ["authored_prompts_people.yaml"]}) == frozenset()
+
+
 @pytest.mark.parametrize(
     "prompt",
     [

@@ -23,12 +23,14 @@ import argparse
 import json
 import os
 import random
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import train as T
+import yaml
 
 from t2iguard.core.policy import default_policy
 from t2iguard.core.stage import ModelCache
@@ -36,15 +38,18 @@ from t2iguard.prompt.classifier import HEAD_DIR
 from t2iguard.prompt.embedding import get_encoder
 
 ROOT = T.HERE.parent.parent
-# the sets of authored_prompts_{indirect,composed,indirect_*}.yaml, by their names' prefixes
-INDIRECT_SETS = (
-    "authored/indirect",
-    "authored/composed",
-    "authored/isx_",
-    "authored/ivi_",
-    "authored/isi_",
-    "authored/iha_",
-)
+# the authored files of indirect and composed requests: authored_prompts_{indirect,composed,indirect_*}.yaml
+INDIRECT_FILES = re.compile(r"authored_prompts_(?:indirect|composed)(?:_\w+)?\.yaml")
+
+
+def indirect_sources(meta: dict[str, Any]) -> frozenset[str]:
+    """The example sources (``authored/<set name>``) of the head's indirect and composed request files."""
+    out: set[str] = set()
+    for name in meta["extra_authored"]:
+        if INDIRECT_FILES.fullmatch(name):
+            spec = yaml.safe_load((T.HERE / name).read_text(encoding="utf-8"))
+            out.update(f"authored/{s['name']}" for s in spec["sets"])
+    return frozenset(out)
 
 
 def examples(data: Path, meta: dict[str, Any], models: ModelCache) -> list[T.Example]:
@@ -136,7 +141,8 @@ def main() -> None:
     both = f1 | flagged(second_p(x["test"]), thresholds)
     src = np.array([e.source for e in test])
     unsafe = np.array([any(e.labels[T.Category(c)] == 1 for c in T.FLAGGING) for e in test])
-    indirect = np.array([e.source.startswith(INDIRECT_SETS) for e in test])
+    indirect_sets = indirect_sources(meta)
+    indirect = np.array([e.source in indirect_sets for e in test])
     groups = {
         "COCO captions (rows < 20,000)": src == "coco/train",
         "CoProV2 unsafe": src == "coprov2/unsafe",
