@@ -6,6 +6,7 @@ import argparse
 import importlib
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -254,18 +255,21 @@ def test_indirect_tier_records_its_everyday_budget() -> None:
     assert "everyday benign calibration prompts" in (INDIRECT_DIR / "README.md").read_text()
 
 
-def test_tier_thresholds_budget_option_parses_and_rejects(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def tier_thresholds(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """training/prompt_classifier/tier_thresholds.py, imported as the script imports its neighbours."""
     monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "training" / "prompt_classifier"))
-    tier_thresholds = importlib.import_module("tier_thresholds")
+    return importlib.import_module("tier_thresholds")
+
+
+def test_tier_thresholds_budget_option_parses_and_rejects(tier_thresholds: Any) -> None:
     assert tier_thresholds.parse_budget("sexual=1, illegal=2,*=0") == {"sexual": 1, "illegal": 2, "*": 0}
     for bad in ("sexy=1", "sexual=-1", "sexual", "public_figure=1"):
         with pytest.raises(argparse.ArgumentTypeError):
             tier_thresholds.parse_budget(bad)
 
 
-def test_tier_report_groups_the_sets_of_the_indirect_files_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "training" / "prompt_classifier"))
-    tier_thresholds = importlib.import_module("tier_thresholds")
+def test_tier_report_groups_the_sets_of_the_indirect_files_only(tier_thresholds: Any) -> None:
     meta = json.loads((INDIRECT_DIR / "head.json").read_text())
     sources = tier_thresholds.indirect_sources(meta)
     prefixes = {s.partition("/")[2].split("_")[0] for s in sources}

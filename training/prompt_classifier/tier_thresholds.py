@@ -110,7 +110,8 @@ def main() -> None:
     }
     first_p, first_own = T.reference_head(args.first)
     # the shipped first head runs at the default policy's thresholds; another (a candidate) at its own
-    first_thr = policy_thresholds() if args.first.resolve() == HEAD_DIR.resolve() else first_own
+    shipped_first = args.first.resolve() == HEAD_DIR.resolve()
+    first_thr = policy_thresholds() if shipped_first else first_own
     second_p, own = T.reference_head(args.head)
     cats = [c for c in T.FLAGGING if c in first_thr]
     idx = [T.CATEGORIES.index(T.Category(c)) for c in cats]
@@ -161,7 +162,7 @@ def main() -> None:
         T.log(f"  {name:48s} first {r['first']:22s} both {r['both']}")
     meta["tier_thresholds"] = {
         "first": str(args.first.relative_to(ROOT)) if args.first.is_relative_to(ROOT) else str(args.first),
-        "first_at": "the default policy's thresholds" if first_thr is not first_own else "its own thresholds",
+        "first_at": "the default policy's thresholds" if shipped_first else "its own thresholds",
         "floor": args.floor,
         "calibration_pool": int(pool.sum()),
         "everyday_pool": int(everyday.sum()),
