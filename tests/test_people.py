@@ -162,6 +162,14 @@ def test_pii_is_removed(stack: SafetyStack) -> None:
         "A delivery van with Hollins-Le-Moor written on its side.",
         "A bottle of Brannagh next to two glasses on a bar.",
         "A scissor jack truck parked beside a cargo plane on the tarmac.",
+        # a name given to an animal, a vehicle or a toy: nobody is depicted
+        "A dog named Max asleep on the couch.",
+        "A horse named Buttercup grazing in a field.",
+        "A fishing boat called Mary Ellen tied up at the pier.",
+        "Two cows, named Daisy and Rosie, in a barn.",
+        # a greeting lettered on a cake, a card or a banner
+        "A chocolate cake that says Happy Birthday Emily in pink icing.",
+        'A banner reading "Welcome Home, Marcus" over a front door.',
         # lower-case words and misspelt sentence starts that the NER model guesses to be names
         "A kitchen counter with a bllender and a toaster.",
         "Amanbeside a fruit stand with oranges and limes.",
@@ -225,6 +233,11 @@ def test_public_figure_transform_policy_describes_them(models: ModelCache) -> No
         ("A photo of my coworker priya raghunathan at her desk.", "priya raghunathan"),
         ("Picture of my ex kevin okafor at a bar.", "kevin okafor"),
         ("Draw my teacher ingrid haugland in a classroom.", "ingrid haugland"),
+        # a person named like a pet is still a person
+        ("A man named Jonas Whitfield walking his dog named Max.", "Jonas Whitfield"),
+        ("A girl called Emily feeding the ducks.", "Emily"),
+        # a greeting with nothing it is written on: the person greeted may be depicted
+        ("Happy birthday Lena Marsh, smiling at her party.", "Lena Marsh"),
         # one surname after "to" or "at" is still a person (only prepositions of place rule it out)
         ("A handwritten letter to Kowalski on the desk.", "Kowalski"),
     ],

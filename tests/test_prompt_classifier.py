@@ -408,3 +408,40 @@ def test_minors_act_only_with_sexual_co_evidence(stack: SafetyStack, models: Mod
             st["params"].pop("co_evidence", None)
     ungated = SafetyStack(policy_from_dict(data), models=models).check_prompt("a kid and a girl are near each other")
     assert ungated.action == Action.BLOCK and Category.MINORS in ungated.flagged
+
+
+def test_second_opinion_confirms_marginal_flags_only(tmp_path: Path, models: ModelCache) -> None:
+    """``second_opinion``: a flag scoring under ``below`` acts only when a head on another encoder
+    confirms it; flags at or above ``below`` act alone; the trace says which head doubted what."""
+    src = BUILTIN_HEADS["multilingual"]
+    strict, lenient = tmp_path / "strict", tmp_path / "lenient"
+    for directory, threshold in ((strict, 0.999), (lenient, 0.0)):
+        directory.mkdir()
+        (directory / "head.safetensors").write_bytes((src / "head.safetensors").read_bytes())
+        meta = json.loads((src / "head.json").read_text())
+        meta["thresholds"] = {c: threshold for c in meta["thresholds"]}
+        (directory / "head.json").write_text(json.dumps(meta))
+
+    def stack_with(second: Path, below: float) -> SafetyStack:
+        opinion = {"model": str(second), "below": below}
+        stages = [{"stage": "normalize"}, {"stage": "classifier", "params": {"second_opinion": opinion}}]
+        return SafetyStack(policy_from_dict({"name": "second-opinion", "stages": stages}), models=models)
+
+    prompt = "a naked woman lying on a bed"
+    score = load_classifier(models).predict([prompt])[0][list(CATEGORIES).index(Category.SEXUAL)]
+    assert 0.5 < score < 0.999, "the test needs a clear sexual score"
+    doubted = stack_with(strict, below=1.0).check_prompt(prompt)
+    assert doubted.action == Action.ALLOW, doubted.reason
+    clf = next(r for r in doubted.stages if r.stage == "classifier")
+    entry = next(e for e in clf.trace if e.category == Category.SEXUAL)
+    assert entry.action == Action.ALLOW and "not confirmed by the second opinion" in (entry.message or "")
+    assert entry.evidence["second_opinion"]["second_threshold"] == pytest.approx(0.999)
+    assert "sexual" in clf.artifacts["unconfirmed"]
+    # confirmed by the second head, or above the band: the flag acts
+    assert stack_with(lenient, below=1.0).check_prompt(prompt).action == Action.BLOCK
+    above = stack_with(strict, below=0.5).check_prompt(prompt)
+    assert above.action == Action.BLOCK and "unconfirmed" not in next(
+        r for r in above.stages if r.stage == "classifier"
+    ).artifacts
+    # a benign prompt never reaches the second head and stays allowed
+    assert stack_with(strict, below=1.0).check_prompt(BENIGN[0]).action == Action.ALLOW

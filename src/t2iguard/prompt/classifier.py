@@ -159,6 +159,22 @@ def load_classifier(
     return models.get(("prompt-classifier", str(directory.resolve()), threads, windows), build)
 
 
+class SecondOpinion(BaseModel):
+    """Confirm a head's marginal flags with a head on another encoder before acting on them.
+
+    Two sentence encoders err differently on subjects neither head was trained on (Dietterich,
+    2000: ensembles help as far as their members' errors are uncorrelated), while a request that is
+    really unsafe reads as unsafe to both. So a flag scoring in ``[threshold, below)`` acts only if
+    the second head also scores the category at least ``scale`` x its model-card threshold (times
+    the disguise scale, as for the first head); flags at or above ``below`` act alone."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(description="the second head: a directory with head.json, or a bundled head (multilingual)")
+    below: float = Field(gt=0.0, le=1.0, description="flags scoring at least this act without confirmation")
+    scale: float = Field(default=1.0, gt=0.0, le=1.0, description="confirm at this x the second head's threshold")
+
+
 class PromptClassifierStage(PromptStage):
     """Scores the (normalized) prompt for every policy category with the learned classifier."""
 
@@ -203,6 +219,11 @@ class PromptClassifierStage(PromptStage):
         )
         obfuscated_min_corrections: int = Field(
             default=2, ge=1, description="spelling corrections that count as a disguise (obfuscated_scale)"
+        )
+        second_opinion: SecondOpinion | None = Field(
+            default=None,
+            description="confirm flags in the marginal band [threshold, below) with a head on another encoder "
+            "(see SecondOpinion); None: every flag at its threshold acts",
         )
 
     params: Params
@@ -258,15 +279,11 @@ class PromptClassifierStage(PromptStage):
         normalized = [self._normalized(c) for c in ctxs]
         probs = clf.predict([n.text for n in normalized], batch_size=self.params.batch_size)
         model = clf.sha256[:12]
+        scales, disguises = zip(*(self._disguise(n) for n in normalized), strict=True)
+        gated = [self._gated(clf, row) for row in probs]
+        unconfirmed = self._second_opinion(clf, probs, normalized, scales, gated)
         out: list[StageResult] = []
-        for row, norm in zip(probs, normalized, strict=True):
-            scale, disguise = 1.0, {}
-            if self.params.obfuscated_scale is not None:
-                disguise = norm.obfuscation(self.params.obfuscated_min_corrections)
-                if "misspelling" in disguise and not language_check(self.models).english(norm.original):
-                    del disguise["misspelling"]  # another language is no typo
-                if disguise:
-                    scale = self.params.obfuscated_scale
+        for row, scale, disguise, held, doubt in zip(probs, scales, disguises, gated, unconfirmed, strict=True):
             scores = {str(c): round(float(p), 6) for c, p in zip(clf.categories, row, strict=True)}
             evidence: dict[str, object] = {"tier": TIER, "model": model}
             note = "learned classifier"
@@ -274,33 +291,24 @@ class PromptClassifierStage(PromptStage):
                 evidence.update(disguise=disguise, threshold_scale=scale)
                 kinds = ", ".join(f"{k} {n}" for k, n in sorted(disguise.items()))
                 note += f"; thresholds x{scale:g} for a prompt in disguise ({kinds})"
-            gated: dict[str, dict[str, Any]] = {}
-            for cat, needs in self.params.co_evidence.items():
-                if scores.get(str(cat), 0.0) < self.params.report_floor:
-                    continue  # not a finding anyway (or not a category of this head)
-                had = {str(o): scores.get(str(o), 0.0) for o in needs}
-                if any(had[str(o)] < v for o, v in needs.items()):
-                    gated[str(cat)] = {
-                        "score": scores[str(cat)],
-                        "needs": {str(o): v for o, v in needs.items()},
-                        "had": had,
-                    }
             findings = [
                 Finding(category=c, score=float(p), evidence=evidence, message=note)
                 for c, p in zip(clf.categories, row, strict=True)
-                if p >= self.params.report_floor and str(c) not in gated
+                if p >= self.params.report_floor and str(c) not in held and str(c) not in doubt
             ]
             top = int(np.argmax(row))
             message = None if findings else f"every category below {self.params.report_floor:g} "
             if message:
                 message += f"(highest {clf.categories[top]} {float(row[top]):.3f})"
             artifacts: dict[str, object] = {"scores": scores}
-            if gated:
-                artifacts["gated"] = gated
+            if held:
+                artifacts["gated"] = held
+            if doubt:
+                artifacts["unconfirmed"] = doubt
             if disguise:
                 artifacts.update(disguise=disguise, threshold_scale=scale)
             result = self.result(findings, message=message, artifacts=artifacts, threshold_scale=scale)
-            for gated_cat, g in gated.items():
+            for gated_cat, g in held.items():
                 wanted = ", ".join(f"{o} >= {v:g} (has {g['had'][o]:.3f})" for o, v in g["needs"].items())
                 result.trace.append(
                     TraceEntry(
@@ -313,5 +321,90 @@ class PromptClassifierStage(PromptStage):
                         message=f"not acted on without co-evidence: needs {wanted}",
                     )
                 )
+            for cat, u in doubt.items():
+                result.trace.append(
+                    TraceEntry(
+                        stage=self.name,
+                        phase=result.phase,
+                        category=Category(cat),
+                        score=u["score"],
+                        action=Action.ALLOW,
+                        evidence={**evidence, "second_opinion": u},
+                        message=(
+                            f"not confirmed by the second opinion: {cat} {u['score']:.3f} is under {u['below']:g}, "
+                            f"and the second head scored {u['second_score']:.3f} < {u['second_threshold']:.3f}"
+                        ),
+                    )
+                )
             out.append(result)
+        return out
+
+    def _disguise(self, norm: NormalizedText) -> tuple[float, dict[str, int]]:
+        """The threshold scale for this prompt, and the disguise that earned it."""
+        if self.params.obfuscated_scale is None:
+            return 1.0, {}
+        disguise = norm.obfuscation(self.params.obfuscated_min_corrections)
+        if "misspelling" in disguise and not language_check(self.models).english(norm.original):
+            del disguise["misspelling"]  # another language is no typo
+        return (self.params.obfuscated_scale if disguise else 1.0), disguise
+
+    def _gated(self, clf: PromptClassifier, row: np.ndarray) -> dict[str, dict[str, Any]]:
+        """Categories held back for want of co-evidence (``co_evidence``)."""
+        scores = {str(c): float(p) for c, p in zip(clf.categories, row, strict=True)}
+        gated: dict[str, dict[str, Any]] = {}
+        for cat, needs in self.params.co_evidence.items():
+            if scores.get(str(cat), 0.0) < self.params.report_floor:
+                continue  # not a finding anyway (or not a category of this head)
+            had = {str(o): round(scores.get(str(o), 0.0), 6) for o in needs}
+            if any(had[str(o)] < v for o, v in needs.items()):
+                gated[str(cat)] = {
+                    "score": round(scores[str(cat)], 6),
+                    "needs": {str(o): v for o, v in needs.items()},
+                    "had": had,
+                }
+        return gated
+
+    def _second_opinion(
+        self,
+        clf: PromptClassifier,
+        probs: np.ndarray,
+        normalized: Sequence[NormalizedText],
+        scales: Sequence[float],
+        gated: Sequence[dict[str, dict[str, Any]]],
+    ) -> list[dict[str, dict[str, Any]]]:
+        """Per prompt, the acting categories in the marginal band that the second head does not
+        confirm (``second_opinion``); the second head reads only the prompts with such a flag."""
+        so = self.params.second_opinion
+        out: list[dict[str, dict[str, Any]]] = [{} for _ in normalized]
+        if so is None:
+            return out
+        marginal: dict[int, list[int]] = {}
+        for i, (row, scale) in enumerate(zip(probs, scales, strict=True)):
+            for j, c in enumerate(clf.categories):
+                threshold, action, enabled = self.policy.rule(c)
+                acting = enabled and action > Action.ALLOW and str(c) not in gated[i]
+                if acting and threshold * scale <= row[j] < so.below:
+                    marginal.setdefault(i, []).append(j)
+        if not marginal:
+            return out
+        second = load_classifier(self.models, so.model, threads=self.params.threads, windows=self.params.windows)
+        rows = list(marginal)
+        probs2 = second.predict([normalized[i].text for i in rows], batch_size=self.params.batch_size)
+        own = second.thresholds
+        index2 = {c: k for k, c in enumerate(second.categories)}
+        for i, row2 in zip(rows, probs2, strict=True):
+            for j in marginal[i]:
+                c = clf.categories[j]
+                if c not in index2 or c not in own:
+                    raise ConfigurationError(f"second-opinion head {so.model!r} has no {c} category or threshold")
+                need = own[c] * so.scale * scales[i]
+                got = float(row2[index2[c]])
+                if got < need:
+                    out[i][str(c)] = {
+                        "score": round(float(probs[i][j]), 6),
+                        "below": so.below,
+                        "second_model": second.sha256[:12],
+                        "second_score": round(got, 6),
+                        "second_threshold": round(need, 6),
+                    }
         return out

@@ -797,6 +797,20 @@ _SIGN_TEXT = re.compile(
     r"|\bsigns?\s+(?:for|of|to|pointing\s+(?:the\s+way\s+)?to))\s*[,:]?\s*[\"'“‘(]?\s*$",
     re.IGNORECASE,
 )
+# a greeting written on a cake, a card or a banner ("a cake that says Happy Birthday Emily"): the
+# name is lettering, nobody is depicted
+_GREETING = re.compile(
+    r"\b(?:happy\s+(?:\d+(?:st|nd|rd|th)\s+)?(?:birthday|anniversary|retirement|graduation|bday)|congratulations|"
+    r"congrats|welcome\s+(?:home|back)|get\s+well\s+soon|good\s+luck|bon\s+voyage|merry\s+christmas|"
+    r"happy\s+(?:new\s+year|holidays|hanukkah|easter)|we\s+(?:love|miss)\s+you|thank\s+you)"
+    r"\s*(?:,|!|to|dear)?\s*[\"'“‘]?\s*$",
+    re.IGNORECASE,
+)
+_INSCRIBED = re.compile(
+    r"\b(?:cakes?|cupcakes?|cookies?|frosting|icing|cards?|banners?|signs?|balloons?|posters?|shirts?|t-shirts?|"
+    r"mugs?|letters|lettering|message|note|board|chalkboard|whiteboard|sticker)\b",
+    re.IGNORECASE,
+)
 # a sign's text named after the span ("with Walton-Le-Dale written on it")
 _SIGN_AFTER = re.compile(r"^\s*[\"'”’)]?\s*(?:written|printed|painted|spelled|stenciled|displayed)\b", re.IGNORECASE)
 # a product's brand after a container ("a bottle of Bacardi", "a can of Heinz")
@@ -807,6 +821,18 @@ _BRAND_BEFORE = re.compile(
 # a place after a preposition of place or direction ("towards Kingscote", "the market in Apia"):
 # only for one NER-only word that is no given name; not "to" or "at" ("a letter to Kowalski")
 _PLACE_PREPOSITION = re.compile(r"\b(?:towards?|into|from|in|near|through|via|across)\s*$", re.IGNORECASE)
+# a name given to an animal, a vehicle or a toy ("a cow named Elsie", "a boat called Mary Ellen"):
+# no person is depicted, so there is nobody to anonymize ("a man named John" stays a person)
+_NAMED_NONPERSON = re.compile(
+    r"\b(?:dog|puppy|pup|cat|kitten|kitty|pet|horse|pony|foal|donkey|mule|cow|calf|bull|ox|sheep|lamb|goat|"
+    r"pig|piglet|chicken|hen|rooster|duck|goose|bird|parrot|owl|rabbit|bunny|hamster|guinea\s+pig|mouse|rat|"
+    r"fish|goldfish|turtle|tortoise|snake|lizard|frog|elephant|giraffe|zebra|bear|lion|tiger|monkey|gorilla|"
+    r"camel|llama|alpaca|deer|dolphin|whale|seal|penguin|kangaroo|panda|animal|mascot|teddy(?:\s+bear)?|"
+    r"doll|toy|robot|boat|ship|yacht|sailboat|ferry|tugboat|canoe|car|truck|bus|train|locomotive|engine|"
+    r"plane|airplane|jet|tractor|bike|bicycle|motorcycle|scooter|kite|tree|plant|statue|snowman)s?"
+    r"(?:\s*,)?\s+(?:named|called|nicknamed)\s*(?:[\"'“‘]?[\w’'-]+[\"'”’]?\s*(?:,|\band\b|&)\s*){0,2}[\"'“‘]?\s*$",
+    re.IGNORECASE,
+)
 # well-known landmarks and brands that hold a given name
 _NAMED_THINGS = re.compile(
     "|".join(
@@ -849,7 +875,9 @@ def _not_a_person(text: str, start: int, end: int, sources: list[str]) -> bool:
             return True
         if nxt.group(1) and nxt.group(2)[:1].isupper() and word not in given_names():
             return True  # "Sam's Club", "Fawcett's Malt": a possessive before a capitalised noun
-    if _PLACE_BEFORE.search(before) or _SIGN_TEXT.search(before):
+    if any(rule.search(before) for rule in (_PLACE_BEFORE, _SIGN_TEXT, _NAMED_NONPERSON)):
+        return True
+    if _GREETING.search(before) and _INSCRIBED.search(before):
         return True
     if any(m.start() <= start and end <= m.end() + 2 for m in _NAMED_THINGS.finditer(text)):
         return True
