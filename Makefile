@@ -78,10 +78,14 @@ bench-prompts: install-dev
 # Authored prompt files (order matters: one seeded draw runs through them in turn)
 AUTHORED := training/prompt_classifier/authored_prompts
 
-## Retrain the prompt classifier head (fixed seed; writes src/t2iguard/prompt/models/prompt_classifier).
+## Retrain the prompt classifier head (fixed seed, a 3-member ensemble, about 6 min; writes
+## src/t2iguard/prompt/models/prompt_classifier). After it, the default policy takes the model card's
+## thresholds, and the indirect tier's are chosen again against it (tier_thresholds.py, as in
+## train-prompt-classifier-indirect).
 train-prompt-classifier: install-dev
-	nice -n 10 $(PY) training/prompt_classifier/train.py --data $(DATA) \
-		$(foreach f,people everyday,--extra-authored $(AUTHORED)_$(f).yaml) --calibrate-on natural
+	nice -n 10 $(PY) training/prompt_classifier/train.py --data $(DATA) --ensemble 3 \
+		$(foreach f,people everyday everyday2_home everyday2_outdoor everyday2_people,--extra-authored $(AUTHORED)_$(f).yaml) \
+		--calibrate-on natural
 
 ## The multilingual tier's head (multilingual-e5-small; about 40 min on 2 cores, mostly embedding)
 train-prompt-classifier-multilingual: install-dev

@@ -283,7 +283,7 @@ def test_tier_report_groups_the_sets_of_the_indirect_files_only(tier_thresholds:
     "prompt",
     [
         # written for this test (no training file holds them): nudity said without a nudity word
-        "a lady on a chaise longue dressed only in the evening air, boudoir photograph",
+        "a woman in the sauna without her towel, frontal, photo",
         "the blonde from the gym, clothes off, in the locker room shower, frontal",
     ],
 )
