@@ -308,32 +308,39 @@ class PromptClassifierStage(PromptStage):
             if disguise:
                 artifacts.update(disguise=disguise, threshold_scale=scale)
             result = self.result(findings, message=message, artifacts=artifacts, threshold_scale=scale)
-            for gated_cat, g in held.items():
-                wanted = ", ".join(f"{o} >= {v:g} (has {g['had'][o]:.3f})" for o, v in g["needs"].items())
-                result.trace.append(
-                    TraceEntry(
-                        stage=self.name,
-                        phase=result.phase,
-                        category=Category(gated_cat),
-                        score=g["score"],
-                        action=Action.ALLOW,
-                        evidence={**evidence, "gated": g},
-                        message=f"not acted on without co-evidence: needs {wanted}",
-                    )
+            # scores this stage reports but does not act on, and why
+            withheld = [
+                (
+                    cat,
+                    g["score"],
+                    "gated",
+                    g,
+                    "not acted on without co-evidence: needs "
+                    + ", ".join(f"{o} >= {v:g} (has {g['had'][o]:.3f})" for o, v in g["needs"].items()),
                 )
-            for cat, u in doubt.items():
+                for cat, g in held.items()
+            ] + [
+                (
+                    cat,
+                    u["score"],
+                    "second_opinion",
+                    u,
+                    f"not confirmed by the second opinion: {cat} {u['score']:.3f} "
+                    f"is under {u['below']:g}, and the second head scored {u['second_score']:.3f} < "
+                    f"{u['second_threshold']:.3f}",
+                )
+                for cat, u in doubt.items()
+            ]
+            for cat, score, key, detail, why in withheld:
                 result.trace.append(
                     TraceEntry(
                         stage=self.name,
                         phase=result.phase,
                         category=Category(cat),
-                        score=u["score"],
+                        score=score,
                         action=Action.ALLOW,
-                        evidence={**evidence, "second_opinion": u},
-                        message=(
-                            f"not confirmed by the second opinion: {cat} {u['score']:.3f} is under {u['below']:g}, "
-                            f"and the second head scored {u['second_score']:.3f} < {u['second_threshold']:.3f}"
-                        ),
+                        evidence={**evidence, key: detail},
+                        message=why,
                     )
                 )
             out.append(result)
