@@ -646,13 +646,14 @@ def model_card(meta: dict[str, Any], size: int) -> str:
     validation = validation_section(meta["metrics"].get("validation"))
     e5 = meta["encoder"]["name"] == "e5"
     tier = meta.get("tier", "multilingual" if e5 else "english")
+    members = int(meta["head"].get("members", 1))
     title, role, target, flags = {
         "english": (
             "t2iguard prompt classifier head",
             "It is the `classifier` stage of the prompt\ncascade (`t2iguard.prompt.classifier`), after "
             "`normalize` and `blocklist`, before the LLM judge.",
             "train-prompt-classifier",
-            "",
+            f" --ensemble {members}" if members > 1 else "",
         ),
         "multilingual": (
             "t2iguard multilingual prompt classifier head",
@@ -669,10 +670,15 @@ def model_card(meta: dict[str, Any], size: int) -> str:
             "requests (euphemism, visual synonyms, concept arithmetic), acting only at\nthe stricter "
             "tier thresholds below.",
             "train-prompt-classifier-indirect",
-            f" --ensemble {meta['head'].get('members', 1)} --tier indirect"
-            " --out src/t2iguard/prompt/models/prompt_classifier_indirect",
+            f" --ensemble {members} --tier indirect --out src/t2iguard/prompt/models/prompt_classifier_indirect",
         ),
     }[tier]
+    head_kind = (
+        f"{members} MLPs from successive seeds, averaged in logit space (a deep ensemble, Lakshminarayanan et "
+        f"al. 2017, stored as one MLP of {meta['head']['hidden']} hidden units), each"
+        if members > 1
+        else "MLP"
+    )
     extras = meta.get("extra_authored", ["authored_prompts_people.yaml"])
     extra_flags = "".join(f" --extra-authored\n  training/prompt_classifier/{name}" for name in extras)
     extra_text = "".join(f", `training/prompt_classifier/{name}`" for name in extras)
@@ -696,7 +702,7 @@ t2iguard policy ({", ".join(meta["categories"])}). {role}
 - **Encoder** (frozen): {_encoder_text(meta)}
 - **Input**: the canonical text of the `normalize` stage (leetspeak, homoglyphs, separators and
   invisible characters undone), exactly as at serving time.
-- **Head**: MLP 384 → {meta["head"]["hidden"]} (GELU, tanh approximation) → {len(meta["categories"])}
+- **Head**: {head_kind} 384 → {meta["head"]["hidden"] // members} (GELU, tanh approximation) → {len(meta["categories"])}
   logits, trained with masked, class-balanced binary cross-entropy (AdamW, one-cycle schedule),
   then **Platt scaling** (Platt, 1999) per category on a held-out calibration split.
 - **Thresholds** (`head.json`, mirrored in the default policy): per category, the lowest
