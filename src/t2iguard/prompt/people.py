@@ -806,6 +806,7 @@ _GREETING = re.compile(
     r"\s*(?:,|!|to|dear)?\s*[\"'“‘]?\s*$",
     re.IGNORECASE,
 )
+# ... only with something the greeting is written on ("Happy birthday Lena" alone may depict her)
 _INSCRIBED = re.compile(
     r"\b(?:cakes?|cupcakes?|cookies?|frosting|icing|cards?|banners?|signs?|balloons?|posters?|shirts?|t-shirts?|"
     r"mugs?|letters|lettering|message|note|board|chalkboard|whiteboard|sticker)\b",
@@ -859,7 +860,8 @@ _NAMED_THINGS = re.compile(
 
 def _not_a_person(text: str, start: int, end: int, sources: list[str]) -> bool:
     """A span the recognisers took for a person that its context shows is something else: a street,
-    a place, a vehicle or a business, the text of a sign, a lower-case word in a capitalised prompt,
+    a place, a vehicle or a business, the text of a sign or a greeting on a cake, the name of a pet,
+    a vehicle or a toy, a lower-case word in a capitalised prompt,
     a misspelt first word of a sentence, an acronym. Only for spans no gazetteer entry matched."""
     span = text[start:end]
     words = [w.strip(".").lower() for w in re.split(r"[\s-]+", span) if w.strip(".")]
