@@ -440,8 +440,9 @@ def test_second_opinion_confirms_marginal_flags_only(tmp_path: Path, models: Mod
     # confirmed by the second head, or above the band: the flag acts
     assert stack_with(lenient, below=1.0).check_prompt(prompt).action == Action.BLOCK
     above = stack_with(strict, below=0.5).check_prompt(prompt)
-    assert above.action == Action.BLOCK and "unconfirmed" not in next(
-        r for r in above.stages if r.stage == "classifier"
-    ).artifacts
+    assert (
+        above.action == Action.BLOCK
+        and "unconfirmed" not in next(r for r in above.stages if r.stage == "classifier").artifacts
+    )
     # a benign prompt never reaches the second head and stays allowed
     assert stack_with(strict, below=1.0).check_prompt(BENIGN[0]).action == Action.ALLOW
