@@ -78,7 +78,7 @@ bench-prompts: install-dev
 # Authored prompt files (order matters: one seeded draw runs through them in turn)
 AUTHORED := training/prompt_classifier/authored_prompts
 
-## Retrain the prompt classifier head (fixed seed, a 3-member ensemble, about 6 min; writes
+## Retrain the prompt classifier head (fixed seed, a 3-member ensemble, about 4 min; writes
 ## src/t2iguard/prompt/models/prompt_classifier). After it, the default policy takes the model card's
 ## thresholds, and the indirect tier's are chosen again against it (tier_thresholds.py, as in
 ## train-prompt-classifier-indirect).

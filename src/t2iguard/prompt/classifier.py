@@ -388,9 +388,10 @@ class PromptClassifierStage(PromptStage):
         marginal: dict[int, list[int]] = {}
         for i, (row, scale) in enumerate(zip(probs, scales, strict=True)):
             for j, c in enumerate(clf.categories):
-                threshold, action, enabled = self.policy.rule(c)
-                acting = enabled and action > Action.ALLOW and str(c) not in gated[i]
-                if acting and threshold * scale <= row[j] < so.below:
+                p = float(row[j])
+                # the band: scores under `below` that the policy would act on (its own judgment)
+                in_band = p < so.below and str(c) not in gated[i]
+                if in_band and self.policy.judge(Finding(category=c, score=p), scale).action > Action.ALLOW:
                     marginal.setdefault(i, []).append(j)
         if not marginal:
             return out
