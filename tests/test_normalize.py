@@ -314,6 +314,15 @@ def test_symbols_in_ordinary_tokens_are_not_decoded(norm: Normalizer, text: str)
         ("a red car", set()),
         ("a close-up of the U.S flag, black/white", set()),
         ("a womn on a bench", set()),  # one typo is no disguise
+        ("a woman standing xqvorlump zyghtrenk bropsquilt on a beach", {"gibberish"}),
+        ("a woman xqvorlump zyghtrenk on a beach", set()),  # two non-words are no soup
+        ("a portrait by Xqvorlump Zyghtrenk and Bropsquilt Vemtrasko", set()),  # capitalised: names
+        # three non-words diluted in a long prompt (under a sixth of its words)
+        (
+            "a man xqvorlump zyghtrenk bropsquilt sitting under a tall green tree with his old dog and two cats "
+            "near the river bank in the summer evening",
+            set(),
+        ),
     ],
 )
 def test_obfuscation_evidence(norm: Normalizer, text: str, kinds: set[str]) -> None:

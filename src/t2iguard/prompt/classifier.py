@@ -220,6 +220,12 @@ class PromptClassifierStage(PromptStage):
         obfuscated_min_corrections: int = Field(
             default=2, ge=1, description="spelling corrections that count as a disguise (obfuscated_scale)"
         )
+        obfuscated_min_gibberish: int = Field(
+            default=3,
+            ge=1,
+            description="lower-case non-words (4+ letters, a sixth of the words or more) that count as a disguise "
+            "(obfuscated_scale): the sub-word soup of prompts optimised against a text encoder",
+        )
         second_opinion: SecondOpinion | None = Field(
             default=None,
             description="confirm flags in the marginal band [threshold, below) with a head on another encoder "
@@ -350,9 +356,10 @@ class PromptClassifierStage(PromptStage):
         """The threshold scale for this prompt, and the disguise that earned it."""
         if self.params.obfuscated_scale is None:
             return 1.0, {}
-        disguise = norm.obfuscation(self.params.obfuscated_min_corrections)
-        if "misspelling" in disguise and not language_check(self.models).english(norm.original):
-            del disguise["misspelling"]  # another language is no typo
+        disguise = norm.obfuscation(self.params.obfuscated_min_corrections, self.params.obfuscated_min_gibberish)
+        if disguise.keys() & {"misspelling", "gibberish"} and not language_check(self.models).english(norm.original):
+            disguise.pop("misspelling", None)  # another language is no typo,
+            disguise.pop("gibberish", None)  # nor gibberish
         return (self.params.obfuscated_scale if disguise else 1.0), disguise
 
     def _gated(self, clf: PromptClassifier, row: np.ndarray) -> dict[str, dict[str, Any]]:

@@ -200,6 +200,9 @@ class Word:
     masked: tuple[tuple[int, int], ...] = ()  # (position in text, number of mask characters)
     gaps: tuple[str, ...] = ()
     corrected: str | None = None  # spelling correction of ``canonical`` (a word outside the vocabulary)
+    # a lower-case word of letters that is no word at all: outside the vocabulary, no known name,
+    # no spelling correction (``qualkryincred``); see NormalizedText.obfuscation
+    unknown: bool = False
 
     @property
     def start(self) -> int:
@@ -232,7 +235,7 @@ class NormalizedText:
     def changed(self) -> bool:
         return bool(self.applied)
 
-    def obfuscation(self, min_corrections: int = 2) -> dict[str, int]:
+    def obfuscation(self, min_corrections: int = 2, min_gibberish: int = 3) -> dict[str, int]:
         """Evidence that the prompt was disguised, kind -> number of words (no kinds: none).
 
         Only forms that honest prompts rarely take count: letters swapped for look-alikes
@@ -241,7 +244,12 @@ class NormalizedText:
         letters or more split by ``separator`` characters (``n.a.k.e.d``, ``s u i c i d e``, ``shee•ran``,
         ``pa/inting``; not ``close-up``, ``U.S`` or ``they/them``); and ``misspelling`` when at least
         ``min_corrections`` words needed a spelling correction (one typo is common, a prompt full of
-        them is not).
+        them is not); and ``gibberish`` when at least ``min_gibberish`` lower-case words of four letters
+        or more are no word at all (:attr:`Word.unknown`) and make up at least a sixth of the
+        prompt's words: the sub-word soup that attacks optimised against a text encoder leave
+        (MMA-Diffusion, Yang et al., CVPR 2024; Ring-A-Bell, Tsai et al., ICLR 2024), the
+        word-level analogue of a perplexity filter (Jain et al., 2023, "Baseline defenses for
+        adversarial attacks against aligned language models").
         """
         out: dict[str, int] = {k: 1 for k in ("homoglyph", "fullwidth", "invisible") if k in self.applied}
         leet = split = typos = 0
@@ -260,6 +268,10 @@ class NormalizedText:
             out["separator"] = split
         if typos >= min_corrections:
             out["misspelling"] = typos
+        words = [w for w in self.words if w.canonical.isalpha() and len(w.canonical) >= 2]
+        soup = sum(w.unknown and len(w.canonical) >= 4 for w in words)
+        if soup >= min_gibberish and soup * 6 >= len(words):
+            out["gibberish"] = soup
         return out
 
     def readable(self) -> tuple[str, list[int]]:
@@ -522,6 +534,8 @@ class Normalizer:
                 if corrected is not None:
                     words[i] = replace(word, corrected=corrected)
                     applied.add("misspelling")
+                elif self._unknown(word, raw):
+                    words[i] = replace(word, unknown=True)
         out_parts: list[str] = []
         cursor = 0
         for word, group in zip(words, groups, strict=True):
@@ -531,6 +545,14 @@ class Normalizer:
         out_parts.append(folded[cursor:])
         canonical = " ".join("".join(out_parts).split())
         return NormalizedText(original=text, text=canonical, words=tuple(words), applied=frozenset(applied))
+
+    def _unknown(self, word: Word, raw: str) -> bool:
+        """Whether an uncorrected word is no word at all: letters only, written in lower case (a
+        capital marks a name or a brand), and neither in the vocabulary nor a known name."""
+        c = word.canonical
+        if self.vocabulary is None or not c.isalpha() or not raw[:1].islower():
+            return False
+        return c not in self.vocabulary and word.text not in self.vocabulary and c not in self.keep
 
     def _correction(self, word: Word, prev: str | None = None, nxt: str | None = None) -> str | None:
         """The spelling correction of a word outside the vocabulary (letters only), or None;
