@@ -201,7 +201,7 @@ class Word:
     gaps: tuple[str, ...] = ()
     corrected: str | None = None  # spelling correction of ``canonical`` (a word outside the vocabulary)
     # a lower-case word of letters that is no word at all: outside the vocabulary, no known name,
-    # no spelling correction (``qualkryincred``); see NormalizedText.obfuscation
+    # no spelling correction (``xqvorlump``); see NormalizedText.obfuscation
     unknown: bool = False
 
     @property
