@@ -91,7 +91,8 @@ train-prompt-classifier: install-dev
 train-prompt-classifier-multilingual: install-dev
 	nice -n 10 $(PY) training/prompt_classifier/train.py --data $(DATA) --encoder e5 \
 		--out src/t2iguard/prompt/models/prompt_classifier_multilingual \
-		$(foreach f,people everyday indirect composed es de fr pt it,--extra-authored $(AUTHORED)_$(f).yaml) \
+		$(foreach f,people everyday indirect composed es de fr pt it everyday2_home everyday2_outdoor everyday2_people, \
+			--extra-authored $(AUTHORED)_$(f).yaml) \
 		--calibrate-on natural
 
 ## The indirect-request tier (a 3-member MiniLM ensemble, about 10 min), then its tier thresholds
