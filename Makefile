@@ -77,6 +77,8 @@ bench-prompts: install-dev
 
 # Authored prompt files (order matters: one seeded draw runs through them in turn)
 AUTHORED := training/prompt_classifier/authored_prompts
+# the broader everyday captions of 2026-12-04, in both heads
+EVERYDAY2 := everyday2_home everyday2_outdoor everyday2_people
 
 ## Retrain the prompt classifier head (fixed seed, a 3-member ensemble, about 4 min; writes
 ## src/t2iguard/prompt/models/prompt_classifier). After it, the default policy takes the model card's
@@ -84,15 +86,14 @@ AUTHORED := training/prompt_classifier/authored_prompts
 ## train-prompt-classifier-indirect).
 train-prompt-classifier: install-dev
 	nice -n 10 $(PY) training/prompt_classifier/train.py --data $(DATA) --ensemble 3 \
-		$(foreach f,people everyday everyday2_home everyday2_outdoor everyday2_people,--extra-authored $(AUTHORED)_$(f).yaml) \
+		$(foreach f,people everyday $(EVERYDAY2),--extra-authored $(AUTHORED)_$(f).yaml) \
 		--calibrate-on natural
 
 ## The multilingual tier's head (multilingual-e5-small; about 40 min on 2 cores, mostly embedding)
 train-prompt-classifier-multilingual: install-dev
 	nice -n 10 $(PY) training/prompt_classifier/train.py --data $(DATA) --encoder e5 \
 		--out src/t2iguard/prompt/models/prompt_classifier_multilingual \
-		$(foreach f,people everyday indirect composed es de fr pt it everyday2_home everyday2_outdoor everyday2_people, \
-			--extra-authored $(AUTHORED)_$(f).yaml) \
+		$(foreach f,people everyday indirect composed es de fr pt it $(EVERYDAY2),--extra-authored $(AUTHORED)_$(f).yaml) \
 		--calibrate-on natural
 
 ## The indirect-request tier (a 3-member MiniLM ensemble, about 10 min), then its tier thresholds

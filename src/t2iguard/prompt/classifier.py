@@ -47,6 +47,8 @@ BUILTIN_HEADS = {
 }
 FORMAT = "t2iguard-prompt-classifier/1"
 TIER = "classifier"
+# disguise kinds that read an English prompt: another language's words are no typos and no gibberish
+_ENGLISH_ONLY_DISGUISES = frozenset({"misspelling", "gibberish"})
 
 
 def gelu(x: np.ndarray) -> np.ndarray:
@@ -357,9 +359,10 @@ class PromptClassifierStage(PromptStage):
         if self.params.obfuscated_scale is None:
             return 1.0, {}
         disguise = norm.obfuscation(self.params.obfuscated_min_corrections, self.params.obfuscated_min_gibberish)
-        if disguise.keys() & {"misspelling", "gibberish"} and not language_check(self.models).english(norm.original):
-            disguise.pop("misspelling", None)  # another language is no typo,
-            disguise.pop("gibberish", None)  # nor gibberish
+        english_only = disguise.keys() & _ENGLISH_ONLY_DISGUISES
+        if english_only and not language_check(self.models).english(norm.original):
+            for kind in english_only:
+                del disguise[kind]
         return (self.params.obfuscated_scale if disguise else 1.0), disguise
 
     def _gated(self, clf: PromptClassifier, row: np.ndarray) -> dict[str, dict[str, Any]]:

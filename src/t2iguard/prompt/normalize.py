@@ -546,22 +546,27 @@ class Normalizer:
         canonical = " ".join("".join(out_parts).split())
         return NormalizedText(original=text, text=canonical, words=tuple(words), applied=frozenset(applied))
 
+    def _known(self, word: Word) -> bool:
+        """Whether a word is in the vocabulary (decoded or as written) or a known name: never
+        spell-corrected, never gibberish. Needs the vocabulary."""
+        assert self.vocabulary is not None
+        return word.canonical in self.vocabulary or word.text in self.vocabulary or word.canonical in self.keep
+
     def _unknown(self, word: Word, raw: str) -> bool:
         """Whether an uncorrected word is no word at all: letters only, written in lower case (a
         capital marks a name or a brand), and neither in the vocabulary nor a known name."""
-        c = word.canonical
-        if self.vocabulary is None or not c.isalpha() or not raw[:1].islower():
+        if self.vocabulary is None or not word.canonical.isalpha() or not raw[:1].islower():
             return False
-        return c not in self.vocabulary and word.text not in self.vocabulary and c not in self.keep
+        return not self._known(word)
 
     def _correction(self, word: Word, prev: str | None = None, nxt: str | None = None) -> str | None:
         """The spelling correction of a word outside the vocabulary (letters only), or None;
         ``prev`` and ``nxt`` are its neighbours, the context that ranks the candidates."""
         if self.speller is None or self.vocabulary is None:
             return None
-        c = word.canonical
-        if c in self.vocabulary or word.text in self.vocabulary or c in self.keep:
+        if self._known(word):
             return None
+        c = word.canonical
         if c.isalpha():
             return self.speller.correct(c, prev, nxt)
         if _COMPOUND_RE.fullmatch(c):
