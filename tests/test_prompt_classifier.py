@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from t2iguard import Action, Category, ModelCache, Phase, SafetyStack
-from t2iguard.core.errors import ConfigurationError
+from t2iguard.core.errors import ConfigurationError, PolicyError
 from t2iguard.core.policy import default_policy, policy_from_dict
 from t2iguard.prompt.classifier import BUILTIN_HEADS, CATEGORIES, HEAD_DIR, PromptClassifier, load_classifier
 from t2iguard.prompt.embedding import E5Encoder, MiniLMEncoder, get_encoder, optimized_model
@@ -415,6 +415,34 @@ def test_minors_act_only_with_sexual_co_evidence(stack: SafetyStack, models: Mod
             st["params"].pop("co_evidence", None)
     ungated = SafetyStack(policy_from_dict(data), models=models).check_prompt("a kid and a girl are near each other")
     assert ungated.action == Action.BLOCK and Category.MINORS in ungated.flagged
+
+
+def test_co_evidence_can_be_a_share_of_the_stage_threshold(models: ModelCache) -> None:
+    """``co_evidence: {minors: {sexual: {of_threshold: f}}}`` asks for f x this stage's sexual
+    threshold, so the level follows a retrained head's thresholds; a plain number stays absolute."""
+    prompt = "a kid and a girl are near each other"
+
+    def check(level: Any, sexual_threshold: float) -> tuple[Action, float]:
+        stage = {
+            "stage": "classifier",
+            "params": {"co_evidence": {"minors": {"sexual": level}}},
+            "categories": {"sexual": {"threshold": sexual_threshold}, "minors": {"threshold": 0.2}},
+        }
+        policy = policy_from_dict({"name": "co-evidence", "stages": [{"stage": "normalize"}, stage]})
+        decision = SafetyStack(policy, models=models).check_prompt(prompt)
+        result = next(r for r in decision.stages if r.stage == "classifier")
+        gated = result.artifacts.get("gated", {}).get("minors")
+        return decision.action, (gated["needs"]["sexual"] if gated else float("nan"))
+
+    assert check({"of_threshold": 0.5}, 0.2) == (Action.ALLOW, 0.1)
+    assert check({"of_threshold": 0.5}, 0.6) == (Action.ALLOW, 0.3)
+    assert check(0.25, 0.6) == (Action.ALLOW, 0.25)
+    # a level under the prompt's sexual score lets the minors score act
+    sexual = float(load_classifier(models).predict([prompt])[0][list(CATEGORIES).index(Category.SEXUAL)])
+    action, _ = check({"of_threshold": round(0.5 * sexual / 0.2, 4)}, 0.2)
+    assert action == Action.BLOCK
+    with pytest.raises(PolicyError, match="of_threshold: Input should be greater than 0"):
+        check({"of_threshold": 0.0}, 0.2)
 
 
 def test_second_opinion_confirms_marginal_flags_only(tmp_path: Path, models: ModelCache) -> None:

@@ -177,6 +177,15 @@ class SecondOpinion(BaseModel):
     scale: float = Field(default=1.0, gt=0.0, le=1.0, description="confirm at this x the second head's threshold")
 
 
+class ShareOfThreshold(BaseModel):
+    """A co-evidence level written relative to the stage's own threshold for that category, so that
+    it follows the threshold when a retrained head's card moves it (``{of_threshold: 0.5}``: half)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    of_threshold: float = Field(gt=0.0, le=1.0, description="this x the stage's threshold for the category")
+
+
 class PromptClassifierStage(PromptStage):
     """Scores the (normalized) prompt for every policy category with the learned classifier."""
 
@@ -212,10 +221,11 @@ class PromptClassifierStage(PromptStage):
             "hidden characters, words split by separators, several typos: NormalizedText.obfuscation); "
             "disguise is evidence of intent, and normalization cannot always undo it; None: no change",
         )
-        co_evidence: dict[Category, dict[Category, float]] = Field(
+        co_evidence: dict[Category, dict[Category, float | ShareOfThreshold]] = Field(
             default_factory=dict,
             description="act on a category only when other categories score at least this much too, e.g. "
-            "{minors: {sexual: 0.1}}: the minors category is the *sexualised* depiction of minors (every "
+            "{minors: {sexual: 0.1}} or, relative to this stage's sexual threshold, {minors: {sexual: "
+            "{of_threshold: 0.5}}}: the minors category is the *sexualised* depiction of minors (every "
             "minors-labelled training prompt is also sexual), and a child playing is no violation; a gated "
             "score (at or above report_floor) stays in the trace and the stage's artifacts ('gated')",
         )
@@ -365,20 +375,24 @@ class PromptClassifierStage(PromptStage):
                 del disguise[kind]
         return (self.params.obfuscated_scale if disguise else 1.0), disguise
 
+    def _co_evidence_level(self, category: Category, level: float | ShareOfThreshold) -> float:
+        """The score ``category`` must reach as co-evidence: as written, or a share of this stage's
+        threshold for it (the configured one, before any disguise scale)."""
+        if isinstance(level, ShareOfThreshold):
+            return round(level.of_threshold * self.policy.rule(category)[0], 6)
+        return level
+
     def _gated(self, clf: PromptClassifier, row: np.ndarray) -> dict[str, dict[str, Any]]:
         """Categories held back for want of co-evidence (``co_evidence``)."""
         scores = {str(c): float(p) for c, p in zip(clf.categories, row, strict=True)}
         gated: dict[str, dict[str, Any]] = {}
-        for cat, needs in self.params.co_evidence.items():
+        for cat, levels in self.params.co_evidence.items():
             if scores.get(str(cat), 0.0) < self.params.report_floor:
                 continue  # not a finding anyway (or not a category of this head)
-            had = {str(o): round(scores.get(str(o), 0.0), 6) for o in needs}
-            if any(had[str(o)] < v for o, v in needs.items()):
-                gated[str(cat)] = {
-                    "score": round(scores[str(cat)], 6),
-                    "needs": {str(o): v for o, v in needs.items()},
-                    "had": had,
-                }
+            needs = {str(o): self._co_evidence_level(o, v) for o, v in levels.items()}
+            had = {o: round(scores.get(o, 0.0), 6) for o in needs}
+            if any(had[o] < v for o, v in needs.items()):
+                gated[str(cat)] = {"score": round(scores[str(cat)], 6), "needs": needs, "had": had}
         return gated
 
     def _second_opinion(
