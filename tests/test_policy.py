@@ -58,6 +58,39 @@ def test_disabled_category_at_a_stage() -> None:
     assert e.action == Action.ALLOW and "disabled" in (e.message or "")
 
 
+def test_band_gives_a_milder_action_just_under_the_threshold() -> None:
+    """``band``: scores in [band, threshold) get the band's action (regenerate by default), the
+    trace records the band's threshold and says so; a disguise scale moves both edges."""
+    pol = policy_from_dict(
+        {
+            "name": "t",
+            "stages": [
+                {
+                    "stage": "classifier",
+                    "categories": {
+                        "sexual": {"threshold": 0.4, "band": {"threshold": 0.2}},
+                        "violence": {"threshold": 0.4, "enabled": False, "band": {"threshold": 0.2}},
+                    },
+                }
+            ],
+        }
+    )
+    sp = pol.stage_policy(pol.stages[0], Phase.PROMPT_CHECK)
+    judged = {s: sp.judge(Finding(category=Category.SEXUAL, score=s)) for s in (0.5, 0.3, 0.1)}
+    assert [(e.action, e.threshold) for e in judged.values()] == [
+        (Action.BLOCK, 0.4),
+        (Action.REGENERATE, 0.2),
+        (Action.ALLOW, 0.4),
+    ]
+    assert judged[0.3].explain() == (
+        "classifier: sexual 0.30 >= 0.20 (in the band under the block threshold 0.4) -> regenerate"
+    )
+    scaled = sp.judge(Finding(category=Category.SEXUAL, score=0.15), threshold_scale=0.7)
+    assert (scaled.action, scaled.threshold) == (Action.REGENERATE, 0.14)
+    assert sp.judge(Finding(category=Category.VIOLENCE, score=0.3)).action == Action.ALLOW  # disabled
+    assert sp.judge(Finding(category=Category.HATE, score=0.3)).action == Action.ALLOW  # no band
+
+
 @pytest.mark.parametrize(
     ("doc", "message"),
     [
@@ -80,6 +113,28 @@ def test_disabled_category_at_a_stage() -> None:
         ({"name": "t", "unknown_key": 1}, "unknown_key"),
         ({"stages": []}, "name"),
         ({"name": "t", "regeneration": {"fallback": "allow"}}, "fallback"),
+        (
+            {
+                "name": "t",
+                "stages": [{"stage": "x", "categories": {"sexual": {"threshold": 0.3, "band": {"threshold": 0.3}}}}],
+            },
+            "must be under the stage's threshold 0.3",
+        ),
+        (
+            {"name": "t", "stages": [{"stage": "x", "categories": {"sexual": {"band": {"threshold": 0.6}}}}]},
+            "must be under the stage's threshold 0.5",
+        ),
+        (
+            {"name": "t", "stages": [{"stage": "x", "categories": {"minors": {"band": {"threshold": 0.2}}}}]},
+            "its band cannot be set to 'regenerate'",
+        ),
+        (
+            {
+                "name": "t",
+                "stages": [{"stage": "x", "categories": {"sexual": {"band": {"threshold": 0.2, "action": "allow"}}}}],
+            },
+            "must do something",
+        ),
     ],
 )
 def test_invalid_policies_are_rejected_with_the_field(doc: dict, message: str) -> None:

@@ -10,10 +10,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from t2iguard import Action, Category, ModelCache, Phase, SafetyStack
 from t2iguard.core.errors import ConfigurationError, PolicyError
 from t2iguard.core.policy import default_policy, policy_from_dict
+from t2iguard.generate.base import GenerationRequest, GenerationResult
 from t2iguard.prompt.classifier import BUILTIN_HEADS, CATEGORIES, HEAD_DIR, PromptClassifier, load_classifier
 from t2iguard.prompt.embedding import E5Encoder, MiniLMEncoder, get_encoder, optimized_model
 
@@ -443,6 +445,39 @@ def test_co_evidence_can_be_a_share_of_the_stage_threshold(models: ModelCache) -
     assert action == Action.BLOCK
     with pytest.raises(PolicyError, match="of_threshold: Input should be greater than 0"):
         check({"of_threshold": 0.0}, 0.2)
+
+
+def test_a_band_regenerates_borderline_prompts_with_safety_guidance(models: ModelCache) -> None:
+    """A ``band`` under the classifier's sexual threshold: a borderline prompt is neither let through
+    unguarded nor refused; it is generated with safety guidance against the category (regeneration
+    instead of refusal), and the trace says which band decided."""
+    prompt = "a romantic couple kissing in bed"
+    score = float(load_classifier(models).predict([prompt])[0][list(CATEGORIES).index(Category.SEXUAL)])
+    assert 0.06 < score < 0.95, "the test needs a borderline sexual score (over the stage's report floor)"
+    band = {"threshold": 0.05, "action": "regenerate"}
+    rule = {"threshold": round((1 + score) / 2, 4), "band": band}
+    stages = [{"stage": "normalize"}, {"stage": "classifier", "categories": {"sexual": rule}}]
+    requests: list[GenerationRequest] = []
+
+    class Recorder:
+        name = "recorder"
+
+        def generate(self, request: GenerationRequest) -> GenerationResult:
+            requests.append(request)
+            return GenerationResult(images=[Image.new("RGB", (64, 64), (90, 90, 90))], seed=request.seed)
+
+    stack = SafetyStack(policy_from_dict({"name": "band", "stages": stages}), models=models, generator=Recorder())
+    decision = stack.check_prompt(prompt)
+    assert decision.action == Action.REGENERATE
+    entry = next(e for e in decision.trace if e.category == Category.SEXUAL and e.action != Action.ALLOW)
+    assert entry.threshold == band["threshold"] and "in the band under the block threshold" in entry.explain()
+    out = stack.generate(GenerationRequest(prompt=prompt, width=64, height=64, seed=3))
+    assert out.decision.action == Action.REGENERATE and len(out.images) == 1  # delivered, guided
+    assert requests[0].safety is not None and requests[0].safety.categories == (Category.SEXUAL,)
+    # without the band the same prompt goes out unguarded
+    del rule["band"]
+    plain = SafetyStack(policy_from_dict({"name": "plain", "stages": stages}), models=models)
+    assert plain.check_prompt(prompt).action == Action.ALLOW
 
 
 def test_second_opinion_confirms_marginal_flags_only(tmp_path: Path, models: ModelCache) -> None:

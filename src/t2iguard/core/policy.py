@@ -38,12 +38,30 @@ class CategoryPolicy(_Strict):
     zero_tolerance: bool = False
 
 
+class Band(_Strict):
+    """A graded response below a stage's threshold: scores in ``[threshold, the rule's threshold)`` get
+    ``action`` instead of ``allow``, e.g. ``regenerate`` (generate with safety guidance, then check the
+    image) for the borderline prompts a stage would otherwise let through unguarded."""
+
+    threshold: float = Field(ge=0.0, le=1.0)
+    action: Action = Action.REGENERATE
+
+    @field_validator("action")
+    @classmethod
+    def _not_allow(cls, v: Action) -> Action:
+        if v == Action.ALLOW:
+            raise ValueError("a band's action must do something: transform, regenerate, review or block")
+        return v
+
+
 class Rule(_Strict):
-    """A stage's override for one category. ``enabled: false`` ignores the category there."""
+    """A stage's override for one category. ``enabled: false`` ignores the category there;
+    ``band`` sets a milder action for scores just under the threshold."""
 
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     action: Action | None = None
     enabled: bool = True
+    band: Band | None = None
 
 
 class StageConfig(_Strict):
@@ -175,6 +193,11 @@ class StagePolicy:
             enabled = True
         return threshold, action, enabled
 
+    def band(self, category: Category) -> Band | None:
+        """The stage's graded-response band for ``category``, if any."""
+        rule = self.config.categories.get(category)
+        return None if rule is None else rule.band
+
     def judge(self, finding: Finding, threshold_scale: float = 1.0) -> TraceEntry:
         """Apply the policy to one finding; ``threshold_scale`` (in (0, 1]) makes the stage stricter for
         this input, e.g. for a prompt in disguise (the trace records the threshold applied)."""
@@ -186,6 +209,13 @@ class StagePolicy:
         message = finding.message
         if not enabled:
             message = (message + "; " if message else "") + "category disabled at this stage"
+        band = self.band(finding.category)
+        if enabled and not hit and band is not None:
+            low = round(band.threshold * threshold_scale, 6)
+            if finding.score >= low:
+                note = f"in the band under the {action} threshold {threshold:g}"
+                hit, action, threshold = True, band.action, low
+                message = (message + "; " if message else "") + note
         return TraceEntry(
             stage=self.name,
             phase=self.phase,
@@ -249,6 +279,18 @@ class Policy(_Strict):
                     )
                 if zt and not rule.enabled:
                     raise ValueError(f"stage '{sc.instance_name}': zero-tolerance category '{cat}' cannot be disabled")
+                if rule.band is not None:
+                    if zt and rule.band.action != Action.BLOCK:
+                        raise ValueError(
+                            f"stage '{sc.instance_name}': category '{cat}' is zero tolerance; "
+                            f"its band cannot be set to '{rule.band.action}'"
+                        )
+                    top = StagePolicy(self, sc, Phase.PROMPT_CHECK).rule(cat)[0]
+                    if rule.band.threshold >= top:
+                        raise ValueError(
+                            f"stage '{sc.instance_name}': category '{cat}': the band's threshold "
+                            f"{rule.band.threshold:g} must be under the stage's threshold {top:g}"
+                        )
         return self
 
     def category(self, category: Category) -> CategoryPolicy:
