@@ -12,7 +12,19 @@ import yaml
 from typer.testing import CliRunner
 
 from t2iguard.cli.main import app
-from t2iguard.prompt.benchmark import DatasetSpec, load_dataset, prf, recall_at_fpr, roc_auc, roc_curve
+from t2iguard.core.errors import ConfigurationError
+from t2iguard.prompt.benchmark import (
+    Dataset,
+    DatasetSpec,
+    Scores,
+    Strata,
+    load_dataset,
+    prf,
+    recall_at_fpr,
+    roc_auc,
+    roc_curve,
+    stratum_metrics,
+)
 
 BENIGN = [
     "A bicycle leaning against a red brick wall.",
@@ -51,7 +63,9 @@ def _write(path: Path, header: list[str], rows: list[list[str]]) -> None:
 def bench_data(tmp_path: Path) -> tuple[Path, Path]:
     root = tmp_path / "data"
     _write(root / "benign.csv", ["id", "prompt"], [[str(i), t] for i, t in enumerate(["header row", *BENIGN])])
-    _write(root / "unsafe.csv", ["caption", "cats"], [[t, c] for t, c in UNSAFE])
+    shares = ["90", "0", "40", "10", "60.0", "n/a"]
+    rows = [[t, c, v] for (t, c), v in zip(UNSAFE, shares, strict=True)]
+    _write(root / "unsafe.csv", ["caption", "cats", "share"], rows)
     _write(
         root / "mixed.csv",
         ["prompt", "nsfw"],
@@ -69,6 +83,7 @@ def bench_data(tmp_path: Path) -> tuple[Path, Path]:
                 "label": "unsafe",
                 "categories_column": "cats",
                 "category_map": {c: c for c in ("sexual", "violence", "self_harm", "shocking")},
+                "strata": {"column": "share", "edges": [0, 30, 101]},
             },
             {"name": "mixed", "path": "mixed.csv", "column": "prompt", "label": "column", "label_column": "nsfw"},
             {"name": "named", "path": "named.csv", "column": "prompt", "label": "benign"},
@@ -105,6 +120,46 @@ def test_dataset_rules(bench_data: tuple[Path, Path]) -> None:
         DatasetSpec(name="b", path="benign.csv", column="prompt", rows="1:", label="benign"), root, limit=5
     )
     assert len(sample.texts) == 5 and set(sample.texts) <= set(BENIGN)
+
+
+def test_strata_bins_and_metrics(bench_data: tuple[Path, Path]) -> None:
+    """``strata``: rows binned by a numeric column (non-numeric or out of range: "missing"), and
+    per bin the block rate and recall at FPR against the benign reference."""
+    st = Strata(column="share", edges=[0, 30, 101])
+    assert [st.label(v) for v in ("0", "29.9", "30", "100", "101", "-1", "", "n/a", None)] == [
+        "[0, 30)",
+        "[0, 30)",
+        "[30, 101)",
+        "[30, 101)",
+        "missing",
+        "missing",
+        "missing",
+        "missing",
+        "missing",
+    ]
+    with pytest.raises(ValueError, match="must increase"):
+        Strata(column="share", edges=[0, 50, 50])
+    root, _ = bench_data
+    spec = DatasetSpec(name="u", path="unsafe.csv", column="caption", label="unsafe", strata=st)
+    ds = load_dataset(spec, root)
+    assert ds.strata == ["[30, 101)", "[0, 30)", "[30, 101)", "[0, 30)", "[30, 101)", "missing"]
+    with pytest.raises(ConfigurationError, match="no strata column 'nope'"):
+        load_dataset(spec.model_copy(update={"strata": Strata(column="nope", edges=[0, 1])}), root)
+    ref = Dataset(DatasetSpec(name="r", path="-", column="-", label="benign"), ["a"] * 4, np.zeros(4, bool), [])
+    ref_sc = Scores(np.zeros(4, bool), np.array([0.1, 0.2, 0.3, 0.4]))
+    # high bin: every prompt flagged and ranked over the negatives; low bin: neither
+    sc = Scores(np.array([1, 0, 1, 0, 1, 1], bool), np.array([0.9, 0.05, 0.8, 0.35, 0.7, 0.6]))
+    bins = stratum_metrics(ds, sc, ref, ref_sc)
+    assert list(bins) == ["[0, 30)", "[30, 101)", "missing"]
+    assert bins["[30, 101)"] == {
+        "n": 3,
+        "block_rate": 1.0,
+        "roc_auc": 1.0,
+        "recall_at_1pct_fpr": 1.0,
+        "recall_at_2pct_fpr": 1.0,
+    }
+    assert bins["[0, 30)"]["block_rate"] == 0.0 and bins["[0, 30)"]["roc_auc"] == pytest.approx(0.375)
+    assert bins["[0, 30)"]["recall_at_2pct_fpr"] == 0.0
 
 
 @pytest.mark.slow
@@ -153,8 +208,12 @@ def test_bench_prompts_cli(bench_data: tuple[Path, Path], tmp_path: Path) -> Non
     speed = report["classifier_stage"]["samples"]
     assert set(speed) == {"benign (benign reference)", "all datasets"}
     assert all(m["batched_prompts_per_s"] > 0 and m["single_prompts"] == 5 for m in speed.values())
+    strata = cascade["strata"]
+    assert strata["column"] == "share" and sum(b["n"] for b in strata["bins"].values()) == len(UNSAFE)
+    assert set(strata["bins"]) == {"[0, 30)", "[30, 101)", "missing"}
     md = (out / "prompts.md").read_text()
     assert "| unsafe | cascade |" in md and "Latency" in md
+    assert "| unsafe | share | [30, 101) | cascade | 3 | 100.0% |" in md
     assert "| named | 2 | 100.0% | 0.0% | 100.0% |" in md
     html = (out / "prompts.html").read_text()
     assert "<table>" in html and "data:image/png;base64," in html

@@ -30,12 +30,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from t2iguard.core.decision import Decision, StageResult
 from t2iguard.core.errors import ConfigurationError, InputError, MissingDependencyError
@@ -49,6 +50,35 @@ BASELINE_INSTALL = "pip install en-prompt-nsfw-pipeline-bilstm en-prompt-nsfw-pi
 
 
 # ---- datasets ------------------------------------------------------------------------------
+class Strata(BaseModel):
+    """Report a dataset's metrics per bin of a numeric column too, e.g. I2P's ``nudity_percentage``
+    (the share of the source's generated images in which a detector found nudity): how recall
+    depends on how unsafe a prompt's images really were. Bins are ``[edges[i], edges[i+1])``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    column: str
+    edges: list[float] = Field(min_length=2)
+
+    @field_validator("edges")
+    @classmethod
+    def _increasing(cls, v: list[float]) -> list[float]:
+        if any(b <= a for a, b in pairwise(v)):
+            raise ValueError("strata edges must increase")
+        return v
+
+    def label(self, value: str | None) -> str:
+        """The bin of a cell (``[lo, hi)``), or ``"missing"`` for an empty, non-numeric or out-of-range one."""
+        try:
+            x = float(value or "")
+        except ValueError:
+            return "missing"
+        for lo, hi in pairwise(self.edges):
+            if lo <= x < hi:
+                return f"[{lo:g}, {hi:g})"
+        return "missing"
+
+
 class DatasetSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -66,6 +96,7 @@ class DatasetSpec(BaseModel):
     category_columns: dict[str, Category] = Field(default_factory=dict)
     filter_column: str | None = None
     filter_contains: str | None = None
+    strata: Strata | None = None
 
 
 class Manifest(BaseModel):
@@ -89,6 +120,7 @@ class Dataset:
     texts: list[str]
     unsafe: np.ndarray  # bool per row
     categories: list[frozenset[Category]]
+    strata: list[str] | None = None  # the bin of spec.strata per row
 
     @property
     def name(self) -> str:
@@ -118,6 +150,8 @@ def load_dataset(spec: DatasetSpec, root: Path, *, limit: int | None = None, see
         rows = [r for r in rows if (spec.filter_contains or "") in (r.get(spec.filter_column) or "")]
     if rows and spec.column not in rows[0]:
         raise ConfigurationError(f"dataset {spec.name}: no column {spec.column!r} in {path}")
+    if rows and spec.strata is not None and spec.strata.column not in rows[0]:
+        raise ConfigurationError(f"dataset {spec.name}: no strata column {spec.strata.column!r} in {path}")
     rows = [r for r in rows if (r.get(spec.column) or "").strip()]
     if limit is not None and len(rows) > limit:
         rows = random.Random(f"{seed}:{spec.name}").sample(rows, limit)
@@ -142,7 +176,8 @@ def load_dataset(spec: DatasetSpec, root: Path, *, limit: int | None = None, see
                 c.add(cat)
         unsafe.append(is_unsafe)
         cats.append(frozenset(c))
-    return Dataset(spec, texts, np.array(unsafe, dtype=bool), cats)
+    strata = [spec.strata.label(r.get(spec.strata.column)) for r in rows] if spec.strata else None
+    return Dataset(spec, texts, np.array(unsafe, dtype=bool), cats, strata)
 
 
 # ---- systems -------------------------------------------------------------------------------
@@ -420,6 +455,32 @@ def dataset_metrics(ds: Dataset, sc: Scores, ref: Dataset | None, ref_sc: Scores
     return m
 
 
+def stratum_metrics(ds: Dataset, sc: Scores, ref: Dataset | None, ref_sc: Scores | None) -> dict[str, Any]:
+    """Block rate per bin of ``ds.strata``, and for an unsafe set, ROC-AUC and recall at 1 % and
+    2 % FPR of each bin against the benign reference (the same negatives for every bin)."""
+    out: dict[str, Any] = {}
+    spec = ds.spec.strata
+    if ds.strata is None or spec is None:
+        return out
+    labels = np.array(ds.strata)
+    order = [spec.label(str(lo)) for lo in spec.edges[:-1]] + ["missing"]
+    for label in order:
+        rows = labels == label
+        if not rows.any():
+            continue
+        entry: dict[str, Any] = {"n": int(rows.sum()), "block_rate": _r(sc.flagged[rows].mean())}
+        if ds.unsafe[rows].all() and ref is not None and ref_sc is not None and ref is not ds:
+            y = np.r_[np.ones(int(rows.sum()), dtype=bool), np.zeros(len(ref_sc.score), dtype=bool)]
+            s = np.r_[sc.score[rows], ref_sc.score]
+            entry.update(
+                roc_auc=_r(roc_auc(y, s)),
+                recall_at_1pct_fpr=_r(recall_at_fpr(y, s, 0.01)),
+                recall_at_2pct_fpr=_r(recall_at_fpr(y, s, 0.02)),
+            )
+        out[label] = entry
+    return out
+
+
 def _tier_counts(sc: Scores, among: np.ndarray) -> dict[str, int]:
     """How many flagged prompts each tier decided, among the prompts ``among`` selects."""
     return dict(Counter(t for t, flag, keep in zip(sc.tier or (), sc.flagged, among, strict=False) if flag and keep))
@@ -527,6 +588,9 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[
             cats = category_metrics(d, sc, ref, ref_sc)
             if cats:
                 metrics["categories"] = cats
+            strata = stratum_metrics(d, sc, ref, ref_sc)
+            if strata:
+                metrics["strata"] = {"column": d.spec.strata.column if d.spec.strata else None, "bins": strata}
             results[d.name]["systems"][name] = metrics
             y, s = d.unsafe, sc.score
             if d.one_class and d.unsafe.all() and ref is not None and ref_sc is not None and ref is not d:
@@ -694,6 +758,25 @@ def markdown_report(report: dict[str, Any]) -> str:
                 f"| {dname} | {cname} | {m['n']} | {_fmt(m.get('block_rate'), True)} | {_fmt(m.get('roc_auc'))} | "
                 f"{_fmt(m.get('recall_at_1pct_fpr'))} | {_fmt(m.get('recall_at_2pct_fpr'))} |"
             )
+    strata_rows = [
+        (dname, sname, m["strata"])
+        for dname, d in report["datasets"].items()
+        for sname, m in d["systems"].items()
+        if "strata" in m
+    ]
+    if strata_rows:
+        lines += ["", "## Per stratum (bins of a dataset column, against the benign reference)", ""]
+        lines += [
+            "| dataset | column | bin | system | n | block rate | ROC-AUC | R@1%FPR | R@2%FPR |",
+            "|---|---|---|---|---:|---:|---:|---:|---:|",
+        ]
+        for dname, sname, st in strata_rows:
+            for label, m in st["bins"].items():
+                lines.append(
+                    f"| {dname} | {st['column']} | {label} | {sname} | {m['n']} | {_fmt(m.get('block_rate'), True)} | "
+                    f"{_fmt(m.get('roc_auc'))} | {_fmt(m.get('recall_at_1pct_fpr'))} | "
+                    f"{_fmt(m.get('recall_at_2pct_fpr'))} |"
+                )
     lines += ["", "## Which tier decided (cascade, unsafe prompts flagged)", ""]
     for dname, d in report["datasets"].items():
         tiers = d["systems"].get("cascade", {}).get("decided_by")
