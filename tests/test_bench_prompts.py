@@ -245,3 +245,25 @@ def test_unknown_dataset_is_an_error(bench_data: tuple[Path, Path], tmp_path: Pa
         ],
     )
     assert result.exit_code == 2 and "unknown dataset" in result.output
+
+
+def test_missing_baseline_names_the_package_to_install() -> None:
+    """A baseline that is not installed is skipped with the pip command for it (they are no
+    t2iguard extra: one is licensed "UNLICENSED"); an optional extra names the extra."""
+    import importlib.util
+
+    from t2iguard.core.errors import MissingDependencyError
+    from t2iguard.prompt.benchmark import baseline_systems
+
+    warnings: list[str] = []
+    systems = baseline_systems(["nsfw-bilstm"], warnings.append)
+    if importlib.util.find_spec("en_prompt_nsfw_pipeline_bilstm") is None:
+        assert not systems
+        assert (
+            "needs the 'en-prompt-nsfw-pipeline-bilstm' package: pip install en-prompt-nsfw-pipeline-bilstm"
+            in (warnings[0])
+        )
+        assert "t2iguard[" not in warnings[0]
+    else:
+        assert set(systems) == {"nsfw-bilstm"} and not warnings
+    assert str(MissingDependencyError("matplotlib", "bench", "plots")).endswith("pip install 't2iguard[bench]'")

@@ -34,7 +34,8 @@ class ConfigurationError(T2IGuardError):
 class MissingDependencyError(ConfigurationError, ImportError):
     """An optional dependency is needed; the message names the extra that installs it."""
 
-    def __init__(self, package: str, extra: str, purpose: str) -> None:
-        super().__init__(f"{purpose} needs the '{package}' package: pip install 't2iguard[{extra}]'")
+    def __init__(self, package: str, extra: str | None, purpose: str) -> None:
+        how = f"pip install 't2iguard[{extra}]'" if extra else f"pip install {package}"
+        super().__init__(f"{purpose} needs the '{package}' package: {how}")
         self.package = package
         self.extra = extra

@@ -334,7 +334,7 @@ def baseline_systems(names: Sequence[str], warn: Callable[[str], None]) -> dict[
             else:
                 warn(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
         except MissingDependencyError as exc:
-            warn(f"baseline {name} skipped: {exc} ({BASELINE_INSTALL})")
+            warn(f"baseline {name} skipped: {exc} (all three, never dependencies: {BASELINE_INSTALL})")
     return out
 
 
@@ -348,7 +348,7 @@ def _spacy_nsfw(name: str) -> System:
 
         nlp = spacy.load(package)
     except (ImportError, OSError):
-        raise MissingDependencyError(package.replace("_", "-"), "-", f"the {name} baseline") from None
+        raise MissingDependencyError(package.replace("_", "-"), None, f"the {name} baseline") from None
 
     def scores(cats: dict[str, float]) -> tuple[float, float]:
         return float(cats.get("adult", 0.0)) + float(cats.get("cp", 0.0)), float(cats.get("cp", 0.0))
@@ -366,7 +366,7 @@ def _profanity() -> System:
     try:
         from profanity_check import predict_prob
     except ImportError:
-        raise MissingDependencyError("alt-profanity-check", "-", "the profanity-check baseline") from None
+        raise MissingDependencyError("alt-profanity-check", None, "the profanity-check baseline") from None
 
     def batch(texts: list[str]) -> Scores:
         p = np.asarray(predict_prob(texts), dtype=np.float32)
