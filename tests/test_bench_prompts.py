@@ -149,7 +149,9 @@ def test_strata_bins_and_metrics(bench_data: tuple[Path, Path]) -> None:
     ref_sc = Scores(np.zeros(4, bool), np.array([0.1, 0.2, 0.3, 0.4]))
     # high bin: every prompt flagged and ranked over the negatives; low bin: neither
     sc = Scores(np.array([1, 0, 1, 0, 1, 1], bool), np.array([0.9, 0.05, 0.8, 0.35, 0.7, 0.6]))
-    bins = stratum_metrics(ds, sc, ref, ref_sc)
+    strata = stratum_metrics(ds, sc, ref, ref_sc)
+    assert strata["column"] == "share"
+    bins = strata["bins"]
     assert list(bins) == ["[0, 30)", "[30, 101)", "missing"]
     assert bins["[30, 101)"] == {
         "n": 3,

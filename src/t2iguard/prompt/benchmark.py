@@ -67,15 +67,20 @@ class Strata(BaseModel):
             raise ValueError("strata edges must increase")
         return v
 
+    @property
+    def labels(self) -> list[str]:
+        """The bins' names in order (``[lo, hi)``), then ``"missing"``."""
+        return [f"[{lo:g}, {hi:g})" for lo, hi in pairwise(self.edges)] + ["missing"]
+
     def label(self, value: str | None) -> str:
-        """The bin of a cell (``[lo, hi)``), or ``"missing"`` for an empty, non-numeric or out-of-range one."""
+        """The bin of a cell, or ``"missing"`` for an empty, non-numeric or out-of-range one."""
         try:
             x = float(value or "")
         except ValueError:
             return "missing"
-        for lo, hi in pairwise(self.edges):
+        for (lo, hi), name in zip(pairwise(self.edges), self.labels, strict=False):
             if lo <= x < hi:
-                return f"[{lo:g}, {hi:g})"
+                return name
         return "missing"
 
 
@@ -468,14 +473,14 @@ def _against_reference(positives: np.ndarray, negatives: np.ndarray) -> dict[str
 
 def stratum_metrics(ds: Dataset, sc: Scores, ref: Dataset | None, ref_sc: Scores | None) -> dict[str, Any]:
     """Block rate per bin of ``ds.strata``, and for an unsafe set, ROC-AUC and recall at 1 % and
-    2 % FPR of each bin against the benign reference (the same negatives for every bin)."""
-    out: dict[str, Any] = {}
+    2 % FPR of each bin against the benign reference (the same negatives for every bin):
+    ``{"column": ..., "bins": {label: metrics}}``, or ``{}`` for a dataset without strata."""
     spec = ds.spec.strata
     if ds.strata is None or spec is None:
-        return out
+        return {}
     labels = np.array(ds.strata)
-    order = [spec.label(str(lo)) for lo in spec.edges[:-1]] + ["missing"]
-    for label in order:
+    out: dict[str, Any] = {}
+    for label in spec.labels:
         rows = labels == label
         if not rows.any():
             continue
@@ -483,7 +488,7 @@ def stratum_metrics(ds: Dataset, sc: Scores, ref: Dataset | None, ref_sc: Scores
         if ds.unsafe[rows].all() and ref is not None and ref_sc is not None and ref is not ds:
             entry.update(_against_reference(sc.score[rows], ref_sc.score))
         out[label] = entry
-    return out
+    return {"column": spec.column, "bins": out}
 
 
 def _tier_counts(sc: Scores, among: np.ndarray) -> dict[str, int]:
@@ -591,7 +596,7 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[
                 metrics["categories"] = cats
             strata = stratum_metrics(d, sc, ref, ref_sc)
             if strata:
-                metrics["strata"] = {"column": d.spec.strata.column if d.spec.strata else None, "bins": strata}
+                metrics["strata"] = strata
             results[d.name]["systems"][name] = metrics
             y, s = d.unsafe, sc.score
             if d.one_class and d.unsafe.all() and ref is not None and ref_sc is not None and ref is not d:

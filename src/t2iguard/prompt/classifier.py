@@ -298,7 +298,8 @@ class PromptClassifierStage(PromptStage):
         probs = clf.predict([n.text for n in normalized], batch_size=self.params.batch_size)
         model = clf.sha256[:12]
         scales, disguises = zip(*(self._disguise(n) for n in normalized), strict=True)
-        gated = [self._gated(clf, row) for row in probs]
+        co_evidence = self._co_evidence()
+        gated = [self._gated(clf, row, co_evidence) for row in probs]
         unconfirmed = self._second_opinion(clf, probs, normalized, scales, gated)
         out: list[StageResult] = []
         for row, scale, disguise, held, doubt in zip(probs, scales, disguises, gated, unconfirmed, strict=True):
@@ -375,24 +376,30 @@ class PromptClassifierStage(PromptStage):
                 del disguise[kind]
         return (self.params.obfuscated_scale if disguise else 1.0), disguise
 
-    def _co_evidence_level(self, category: Category, level: float | ShareOfThreshold) -> float:
-        """The score ``category`` must reach as co-evidence: as written, or a share of this stage's
-        threshold for it (the configured one, before any disguise scale)."""
-        if isinstance(level, ShareOfThreshold):
-            return round(level.of_threshold * self.policy.rule(category)[0], 6)
-        return level
+    def _co_evidence(self) -> dict[str, dict[str, float]]:
+        """``co_evidence`` as scores to reach: each level as written, or a share of this stage's
+        threshold for its category (the configured one, before any disguise scale)."""
 
-    def _gated(self, clf: PromptClassifier, row: np.ndarray) -> dict[str, dict[str, Any]]:
-        """Categories held back for want of co-evidence (``co_evidence``)."""
+        def level(category: Category, v: float | ShareOfThreshold) -> float:
+            return round(v.of_threshold * self.policy.rule(category)[0], 6) if isinstance(v, ShareOfThreshold) else v
+
+        return {
+            str(cat): {str(o): level(o, v) for o, v in levels.items()}
+            for cat, levels in self.params.co_evidence.items()
+        }
+
+    def _gated(
+        self, clf: PromptClassifier, row: np.ndarray, co_evidence: dict[str, dict[str, float]]
+    ) -> dict[str, dict[str, Any]]:
+        """Categories held back for want of co-evidence (``co_evidence``, resolved by :meth:`_co_evidence`)."""
         scores = {str(c): float(p) for c, p in zip(clf.categories, row, strict=True)}
         gated: dict[str, dict[str, Any]] = {}
-        for cat, levels in self.params.co_evidence.items():
-            if scores.get(str(cat), 0.0) < self.params.report_floor:
+        for cat, needs in co_evidence.items():
+            if scores.get(cat, 0.0) < self.params.report_floor:
                 continue  # not a finding anyway (or not a category of this head)
-            needs = {str(o): self._co_evidence_level(o, v) for o, v in levels.items()}
             had = {o: round(scores.get(o, 0.0), 6) for o in needs}
             if any(had[o] < v for o, v in needs.items()):
-                gated[str(cat)] = {"score": round(scores[str(cat)], 6), "needs": needs, "had": had}
+                gated[cat] = {"score": round(scores[cat], 6), "needs": needs, "had": had}
         return gated
 
     def _second_opinion(
