@@ -1030,6 +1030,28 @@ def load_examples(
 
 
 # ---- main ----------------------------------------------------------------------------------
+def export_training_split(path: Path, train: list[Example]) -> None:
+    """The training split as gzipped JSON lines (first line: the categories), for the encoder's
+    fine-tuning (finetune_encoder.py): the same prompts, labels and weights the head trains on."""
+    import gzip
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.write(json.dumps({"categories": [str(c) for c in CATEGORIES], "n": len(train)}) + "\n")
+        for ex in train:
+            y = [ex.labels[c] for c in CATEGORIES]
+            w = [0.0 if ex.labels[c] == UNKNOWN else ex.weight.get(c, 1.0) for c in CATEGORIES]
+            f.write(json.dumps({"text": ex.text, "y": y, "w": w}, ensure_ascii=False) + "\n")
+    log(f"wrote {len(train)} training prompts to {path}")
+
+
+def adapter_reference(adapter: Path, head_dir: Path) -> dict[str, str]:
+    """head.json's pointer to the encoder adapter: its path relative to the head's directory and
+    its sha256, which the stage checks before it loads the head."""
+    rel = os.path.relpath(adapter.resolve(), head_dir.resolve())
+    return {"path": Path(rel).as_posix(), "sha256": hashlib.sha256(adapter.read_bytes()).hexdigest()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("T2IGUARD_DATA", "../shared/benchmarks")))
@@ -1087,6 +1109,21 @@ def main() -> None:
         help="an experiment, not for shipping: leave COCO rows START..STOP-1 (< 20,000) out of training and "
         "report the flag rate on them, subjects the head has not seen (the file is ordered by subject)",
     )
+    ap.add_argument(
+        "--adapter",
+        type=Path,
+        default=None,
+        help="a LoRA adapter for the MiniLM encoder (finetune_encoder.py), merged into its weights; the "
+        "head then reads the adapted embeddings and head.json names the adapter",
+    )
+    ap.add_argument(
+        "--export-train",
+        type=Path,
+        default=None,
+        metavar="FILE.jsonl.gz",
+        help="write the training split (augmented copies included: text, labels, weights) for "
+        "finetune_encoder.py and stop",
+    )
     ap.add_argument("--min-threshold", type=float, default=0.2, help="no category threshold below this")
     ap.add_argument("--stats-only", action="store_true", help="print the cleaned data's statistics and stop")
     ap.add_argument("--card-only", action="store_true", help="rewrite README.md from head.json and stop")
@@ -1138,6 +1175,9 @@ def main() -> None:
     for ex in splits["train"]:
         if rng.random() < args.augment:
             train.append(noisy_copy(ex, rng, robust=args.augment_mode == "robust"))
+    if args.export_train is not None:
+        export_training_split(args.export_train, train)
+        return
     # noised copies of the held-out test prompts, with their own random stream, for validation
     rng_te = random.Random(args.seed + 2)
     test_noisy = [noisy_copy(e, rng_te) for e in splits["test"]]
@@ -1152,8 +1192,10 @@ def main() -> None:
         encoder_key = f"{encoder.name}-q4"
     else:
         enc_kwargs = {"max_length": 128}
-        encoder = get_encoder(models, "minilm", **enc_kwargs)
+        encoder = get_encoder(models, "minilm", adapter=args.adapter, **enc_kwargs)
         encoder_key = f"{encoder.name}-ml128"
+    if args.adapter is not None and args.encoder != "minilm":
+        sys.exit("--adapter is for the MiniLM encoder")
 
     def encode(texts: list[str]) -> np.ndarray:
         return encoder.encode(texts, batch_size=64)
@@ -1254,6 +1296,9 @@ def main() -> None:
     x_tn = matrices(test_noisy)[0]
     metrics["validation"] = {"this": validation(p_te, probs(x_tn), splits["test"], thresholds)}
     if args.compare is not None:
+        ref_model = json.loads((args.compare / "head.json").read_text(encoding="utf-8"))["encoder"].get("model")
+        if ref_model != encoder.name:
+            sys.exit(f"--compare: {args.compare} reads {ref_model} embeddings, this head {encoder.name}")
         ref_probs, ref_thr = reference_head(args.compare)
         metrics["validation"]["reference"] = validation(ref_probs(x_te), ref_probs(x_tn), splits["test"], ref_thr)
     if probe:
@@ -1281,7 +1326,8 @@ def main() -> None:
         "format": "t2iguard-prompt-classifier/1",
         "tier": args.tier or ("multilingual" if args.encoder == "e5" else "english"),
         "categories": [str(c) for c in CATEGORIES],
-        "encoder": {"name": args.encoder, "model": encoder.name, "max_length": 512, **enc_kwargs},
+        "encoder": {"name": args.encoder, "model": encoder.name, "max_length": 512, **enc_kwargs}
+        | ({"adapter": adapter_reference(args.adapter, out)} if args.adapter is not None else {}),
         "input": "normalized",
         "head": {
             "kind": "mlp",

@@ -19,6 +19,7 @@ LLM judge reads it to decide whether the prompt is in its uncertain band).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -143,7 +144,10 @@ def load_classifier(
         enc = meta.get("encoder", {})
         encoder: WindowedEncoder
         if enc.get("name") == "minilm":
-            minilm = get_encoder(models, "minilm", max_length=int(enc.get("max_length", 128)), threads=threads)
+            adapter = _adapter_file(meta_file, enc.get("adapter"))
+            minilm = get_encoder(
+                models, "minilm", max_length=int(enc.get("max_length", 128)), threads=threads, adapter=adapter
+            )
             assert isinstance(minilm, MiniLMEncoder)
             encoder = minilm
         elif enc.get("name") == "e5":
@@ -159,6 +163,26 @@ def load_classifier(
         return PromptClassifier(encoder, params, categories, meta, windows=windows)
 
     return models.get(("prompt-classifier", str(directory.resolve()), threads, windows), build)
+
+
+def _adapter_file(meta_file: Path, ref: Any) -> Path | None:
+    """The encoder adapter a head was trained on (``encoder.adapter`` in head.json: a path relative
+    to the head's directory and the file's sha256), checked before use: a head read through the
+    wrong encoder would score every prompt wrongly without any error."""
+    if ref is None:
+        return None
+    if not isinstance(ref, dict) or not isinstance(ref.get("path"), str) or not isinstance(ref.get("sha256"), str):
+        raise ConfigurationError(f"{meta_file}: encoder.adapter needs 'path' and 'sha256'")
+    path = (meta_file.parent / ref["path"]).resolve()
+    if not path.is_file():
+        raise ConfigurationError(f"{meta_file}: encoder adapter not found: {path}")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != ref["sha256"]:
+        raise ConfigurationError(
+            f"{meta_file}: encoder adapter {path} has sha256 {digest[:12]}…, the head was trained on "
+            f"{ref['sha256'][:12]}…"
+        )
+    return path
 
 
 class SecondOpinion(BaseModel):

@@ -33,7 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from t2iguard.core.errors import ConfigurationError
+from t2iguard.core.errors import ConfigurationError, MissingDependencyError
 from t2iguard.core.stage import ModelCache
 from t2iguard.image.onnx import package_file
 
@@ -69,24 +69,116 @@ def _digest(path: str, mtime_ns: int, size: int) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
-def _fused_path(source: Path) -> Path:
+def file_digest(path: Path) -> str:
+    """The first 16 hex digits of ``path``'s sha256 (memoised per path, mtime and size)."""
+    st = path.stat()
+    return _digest(str(path.resolve()), st.st_mtime_ns, st.st_size)
+
+
+def _fused_path(source: Path, adapter: Path | None = None) -> Path:
     import onnxruntime as ort
 
-    st = source.stat()
-    digest = _digest(str(source.resolve()), st.st_mtime_ns, st.st_size)
-    return cache_dir() / "models" / f"minilm-{digest}-ort{ort.__version__}-fused.onnx"
+    tag = f"-lora{file_digest(adapter)}" if adapter is not None else ""
+    return cache_dir() / "models" / f"minilm-{file_digest(source)}{tag}-ort{ort.__version__}-fused.onnx"
 
 
-def optimized_model(source: Path, *, build: bool = True, num_heads: int = 12, hidden_size: int = 384) -> Path | None:
+ADAPTER_FORMAT = "t2iguard-minilm-lora/1"
+
+
+def linear_layers(model: Any) -> dict[str, str]:
+    """The BERT graph's linear layers: module name (``encoder.layer.0.attention.self.query``, as in
+    the PyTorch checkpoint) -> the initializer holding its ``MatMul`` weight (``[in, out]``).
+
+    A layer is a ``MatMul`` by a weight initializer whose output is added to a bias initializer
+    named ``<module>.bias``, the shape of the exported all-MiniLM-L6-v2 graph once its int8 weights
+    are dequantized (constant-folded)."""
+    inits = {i.name for i in model.graph.initializer}
+    consumers: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    out: dict[str, str] = {}
+    for node in model.graph.node:
+        if node.op_type != "MatMul" or node.input[1] not in inits:
+            continue
+        for nxt in consumers.get(node.output[0], []):
+            bias = [i for i in nxt.input if i in inits and i.endswith(".bias")]
+            if nxt.op_type == "Add" and len(bias) == 1:
+                out[bias[0].removeprefix("inner.").removesuffix(".bias")] = node.input[1]
+    return out
+
+
+def read_adapter(path: Path) -> tuple[dict[str, np.ndarray], float]:
+    """A LoRA adapter file (Hu et al., *LoRA: Low-Rank Adaptation of Large Language Models*,
+    ICLR 2022): ``<module>.lora_A`` (``[rank, in]``) and ``<module>.lora_B`` (``[out, rank]``)
+    per adapted linear layer, and ``alpha`` and ``rank`` in the safetensors metadata. Returns the
+    tensors and the scale ``alpha / rank``."""
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        raise MissingDependencyError("safetensors", "classifier", "an encoder adapter") from None
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise ConfigurationError(f"cannot read encoder adapter {path}: {exc}") from exc
+    if meta.get("format") != ADAPTER_FORMAT:
+        raise ConfigurationError(f"{path}: unknown adapter format {meta.get('format')!r}; expected {ADAPTER_FORMAT}")
+    try:
+        scale = float(meta["alpha"]) / float(meta["rank"])
+    except (KeyError, ValueError, ZeroDivisionError):
+        raise ConfigurationError(f"{path}: adapter metadata needs numeric 'alpha' and a non-zero 'rank'") from None
+    return tensors, scale
+
+
+def apply_adapter(model: Any, path: Path) -> int:
+    """Add the adapter's low-rank updates ``scale * B @ A`` to the weights of the fp32 graph
+    ``model`` (an ``onnx.ModelProto``, changed in place). Returns how many layers were adapted;
+    raises :class:`ConfigurationError` when a tensor names no layer of the graph or a shape is off."""
+    from onnx import numpy_helper
+
+    tensors, scale = read_adapter(path)
+    layers = linear_layers(model)
+    inits = {i.name: i for i in model.graph.initializer}
+    modules = sorted({k.rsplit(".", 1)[0] for k in tensors})
+    extra = set(tensors) - {f"{m}.{part}" for m in modules for part in ("lora_A", "lora_B")}
+    if extra or not modules:
+        raise ConfigurationError(f"{path}: not a LoRA adapter (unexpected tensors {sorted(extra)[:3]})")
+    for module in modules:
+        if module not in layers:
+            raise ConfigurationError(f"{path}: {module!r} is not a linear layer of the encoder")
+        a, b = tensors.get(f"{module}.lora_A"), tensors.get(f"{module}.lora_B")
+        if a is None or b is None:
+            raise ConfigurationError(f"{path}: {module!r} needs both lora_A and lora_B")
+        init = inits[layers[module]]
+        w = numpy_helper.to_array(init)
+        delta = scale * (b.astype(np.float64) @ a.astype(np.float64)).T
+        if delta.shape != w.shape:
+            raise ConfigurationError(f"{path}: {module!r} update is {delta.shape}, the weight is {w.shape}")
+        init.CopyFrom(numpy_helper.from_array((w + delta).astype(np.float32), init.name))
+    return len(modules)
+
+
+def optimized_model(
+    source: Path,
+    *,
+    build: bool = True,
+    adapter: Path | None = None,
+    num_heads: int = 12,
+    hidden_size: int = 384,
+) -> Path | None:
     """An fp32, transformer-fused copy of the BERT graph ``source``, built once and cached.
 
-    The copy is keyed by the source's sha256 and the ONNX Runtime version, written atomically,
-    and checked by the caller like any model file. Returns ``None`` when it is not cached and
-    ``build`` is false, when the ``onnx`` package (needed by ONNX Runtime's offline optimizer) is
-    missing, or when the build fails: the caller then runs the source graph, which computes the
-    same embeddings more slowly.
+    The copy is keyed by the source's sha256 (and the ``adapter``'s, when one is merged into the
+    weights, see :func:`apply_adapter`) and the ONNX Runtime version, written atomically, and
+    checked by the caller like any model file. Without an adapter it is only a speed-up: this
+    returns ``None`` when it is not cached and ``build`` is false, when the ``onnx`` package
+    (needed by ONNX Runtime's offline optimizer) is missing, or when the build fails, and the
+    caller runs the source graph, which computes the same embeddings more slowly. With an adapter
+    the copy *is* the model: a missing package or a failed build raises.
     """
-    target = _fused_path(source)
+    target = _fused_path(source, adapter)
     if target.is_file():
         return target
     if not build:
@@ -95,27 +187,43 @@ def optimized_model(source: Path, *, build: bool = True, num_heads: int = 12, hi
         import onnx  # noqa: F401 - ONNX Runtime's optimizer needs it
         from onnxruntime.transformers import optimizer
     except ImportError:
+        if adapter is not None:
+            raise MissingDependencyError("onnx", "classifier", "an adapted sentence encoder") from None
         return None
     with _BUILDING_LOCK:
         lock = _TARGET_LOCKS.setdefault(target, threading.Lock())
     with lock:  # one build per process; a concurrent caller waits for it
         if target.is_file():
             return target
-        return _build(source, target, optimizer, num_heads, hidden_size)
+        return _build(source, target, optimizer, num_heads, hidden_size, adapter)
 
 
-def _build(source: Path, target: Path, optimizer: Any, num_heads: int, hidden_size: int) -> Path | None:
+def fold_weights(source: Path, folded: Path) -> None:
+    """Write ``source`` with its int8 -> fp32 weight dequantization constant-folded into plain
+    fp32 initializers (ONNX Runtime's basic graph optimizations) to ``folded``."""
     import onnxruntime as ort
 
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    so.optimized_model_filepath = str(folded)
+    ort.InferenceSession(str(source), so, providers=["CPUExecutionProvider"])
+
+
+def _build(
+    source: Path, target: Path, optimizer: Any, num_heads: int, hidden_size: int, adapter: Path | None
+) -> Path | None:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             # 1. constant-fold the int8 -> fp32 weight dequantization into plain initializers
             folded = Path(tmp) / "folded.onnx"
-            so = ort.SessionOptions()
-            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-            so.optimized_model_filepath = str(folded)
-            ort.InferenceSession(str(source), so, providers=["CPUExecutionProvider"])
+            fold_weights(source, folded)
+            if adapter is not None:  # 1b. merge the adapter's low-rank updates into those weights
+                import onnx
+
+                model_proto = onnx.load(str(folded))
+                apply_adapter(model_proto, adapter)
+                onnx.save(model_proto, str(folded))
             # 2. fuse LayerNorm/residual and bias/GELU pairs (onnxruntime.transformers)
             model = optimizer.optimize_model(
                 str(folded), model_type="bert", num_heads=num_heads, hidden_size=hidden_size, opt_level=0
@@ -123,7 +231,11 @@ def _build(source: Path, target: Path, optimizer: Any, num_heads: int, hidden_si
             staged = Path(tmp) / "fused.onnx"
             model.save_model_to_file(str(staged))
             os.replace(staged, target)
-    except Exception as exc:  # noqa: BLE001 - an optional speed-up; the source graph still works
+    except ConfigurationError:
+        raise
+    except Exception as exc:  # without an adapter, an optional speed-up: the source graph still works
+        if adapter is not None:
+            raise ConfigurationError(f"could not merge encoder adapter {adapter} into {source}: {exc}") from exc
         log.warning("could not build the fused encoder graph (%s); using %s", exc, source)
         return None
     return target
@@ -153,6 +265,10 @@ class MiniLMEncoder:
     ``optimize`` (default) runs the cached fused graph of the shipped model when there is one and
     otherwise starts building it in the background (see :func:`optimized_model`).
 
+    ``adapter``: a LoRA adapter file (see :func:`apply_adapter`, trained by
+    ``training/prompt_classifier/finetune_encoder.py``) merged into the weights; the adapted graph
+    is built (once per machine) before the first embedding, and ``name`` carries its digest.
+
     Parallelism: ``workers`` batches run concurrently (default: one per CPU, at most 4), each on
     ``threads`` ONNX Runtime intra-op threads (default: 1 when ``workers`` > 1, else ONNX
     Runtime's default). For the short sequences of prompts, one thread per batch and a batch per
@@ -171,6 +287,7 @@ class MiniLMEncoder:
         threads: int | None = None,
         workers: int | None = None,
         optimize: bool = True,
+        adapter: str | Path | None = None,
     ) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
@@ -192,7 +309,16 @@ class MiniLMEncoder:
         if not tok.is_file():
             raise ConfigurationError(f"tokenizer not found: {tok}")
         self.optimized = False
-        if optimize and model_path is None:
+        self.adapter = Path(adapter) if adapter is not None else None
+        if self.adapter is not None:
+            if not self.adapter.is_file():
+                raise ConfigurationError(f"encoder adapter not found: {self.adapter}")
+            self.name = f"{type(self).name}+lora-{file_digest(self.adapter)[:8]}"
+            adapted = optimized_model(model, adapter=self.adapter)
+            if adapted is None:  # not reached: with an adapter, a failed build raises
+                raise ConfigurationError(f"could not build the encoder with adapter {self.adapter}")
+            model, self.optimized = adapted, True
+        elif optimize and model_path is None:
             fused = optimized_model(model, build=False)
             if fused is not None:
                 model, self.optimized = fused, True
@@ -342,6 +468,10 @@ def get_encoder(models: ModelCache, name: str = "minilm", **kwargs: Any) -> Sent
     """The named encoder (``minilm``: English, ``e5``: multilingual), loaded once per model cache."""
     if name not in ENCODERS:
         raise ConfigurationError(f"unknown sentence encoder {name!r}; available: {', '.join(ENCODERS)}")
+    if kwargs.get("adapter") is None:
+        kwargs.pop("adapter", None)
+    else:  # one encoder per adapter file, however the path is spelled
+        kwargs["adapter"] = str(Path(kwargs["adapter"]).resolve())
     key = ("encoder", name, tuple(sorted(kwargs.items())))
     if name == "e5":
         return models.get(key, E5Encoder)
