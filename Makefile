@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test install install-dev lint typecheck bench bench-redteam bench-system clean bench-gateway bench-image bench-prompts train-prompt-classifier train-prompt-classifier-multilingual train-prompt-classifier-indirect
+.PHONY: demo test install install-dev lint typecheck bench bench-redteam bench-system clean bench-gateway bench-image bench-prompts train-prompt-classifier train-prompt-classifier-multilingual train-prompt-classifier-indirect train-encoder-adapter
 
 # torch is installed first and pinned to the CPU build: a later dependency that asks for torch
 # (diffusers, transformers) must never pull a multi-GB CUDA build.
@@ -79,6 +79,22 @@ bench-prompts: install-dev
 AUTHORED := training/prompt_classifier/authored_prompts
 # the broader everyday captions of 2026-12-04, in both heads
 EVERYDAY2 := everyday2_home everyday2_outdoor everyday2_people
+
+## An experiment, not the shipped heads (training/prompt_classifier/NOTES.md, 2026-12-04 afternoon):
+## fine-tune the MiniLM encoder with LoRA on the English head's training split and write
+## $(FINETUNE)/adapter.safetensors (finetune_encoder.py: about 80 s on one H200, about 40 min on
+## 2 CPU cores); a head trained with `train.py --adapter $(FINETUNE)/adapter.safetensors` reads
+## through it, and the stage merges it into the encoder at load time.
+FINETUNE := training/prompt_classifier/.finetune
+train-encoder-adapter: install-dev
+	$(PY) training/prompt_classifier/train.py --data $(DATA) \
+		$(foreach f,people everyday $(EVERYDAY2),--extra-authored $(AUTHORED)_$(f).yaml) --calibrate-on natural \
+		--export-train $(FINETUNE)/train.jsonl.gz
+	$(PY) training/prompt_classifier/finetune_encoder.py export --out $(FINETUNE)
+	$(PY) training/prompt_classifier/finetune_encoder.py train --weights $(FINETUNE)/bert.safetensors \
+		--data $(FINETUNE)/train.jsonl.gz --out $(FINETUNE)/adapter.safetensors
+	$(PY) training/prompt_classifier/finetune_encoder.py check --weights $(FINETUNE)/bert.safetensors \
+		--adapter $(FINETUNE)/adapter.safetensors
 
 ## Retrain the prompt classifier head (fixed seed, a 3-member ensemble, about 4 min; writes
 ## src/t2iguard/prompt/models/prompt_classifier). After it, the default policy takes the model card's

@@ -35,7 +35,6 @@ import yaml
 from t2iguard.core.policy import default_policy
 from t2iguard.core.stage import ModelCache
 from t2iguard.prompt.classifier import HEAD_DIR
-from t2iguard.prompt.embedding import get_encoder
 
 ROOT = T.HERE.parent.parent
 # the authored files of indirect and composed requests: authored_prompts_{indirect,composed,indirect_*}.yaml
@@ -102,8 +101,9 @@ def main() -> None:
     models = ModelCache()
     data = examples(args.data, meta, models)
     splits = {s: [e for e in data if T.split_of(e.group, meta["seed"]) == s] for s in ("calib", "test")}
-    encoder = get_encoder(models, "minilm", max_length=128)
-    key = f"{encoder.name}-ml128"
+    encoder, key = T.head_encoder(models, args.head)
+    if T.head_encoder(models, args.first)[1] != key:
+        raise SystemExit(f"{args.first} and {args.head} read different embeddings: the tiers share one encoder pass")
     x = {
         s: T.embed([e.text for e in v], T.HERE / ".cache", key, lambda t: encoder.encode(t, batch_size=64))
         for s, v in splits.items()

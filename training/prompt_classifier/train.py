@@ -429,7 +429,7 @@ def embed(texts: list[str], cache: Path, encoder_key: str, encode: Any, batch: i
             log(f"  {done}/{len(missing)} ({rate:.0f}/s)")
             if done % (batch * 40) < batch * 8 or done == len(missing):
                 ks = sorted(known)
-                tmp = path.with_suffix(".tmp.npz")
+                tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # concurrent runs share the cache
                 np.savez(tmp, keys=np.array(ks), emb=np.stack([known[k] for k in ks]))
                 os.replace(tmp, path)
     return np.stack([known[k] for k in keys]).astype(np.float32)
@@ -699,7 +699,7 @@ t2iguard policy ({", ".join(meta["categories"])}). {role}
 
 ## Model
 
-- **Encoder** (frozen): {_encoder_text(meta)}
+- **Encoder** ({"fine-tuned by a LoRA adapter" if meta["encoder"].get("adapter") else "frozen"}): {_encoder_text(meta)}
 - **Input**: the canonical text of the `normalize` stage (leetspeak, homoglyphs, separators and
   invisible characters undone), exactly as at serving time.
 - **Head**: {head_kind} 384 → {meta["head"]["hidden"] // members} (GELU, tanh approximation) → {len(meta["categories"])}
@@ -842,11 +842,19 @@ def _encoder_text(meta: dict[str, Any]) -> str:
             "multilingual-e5-small (Wang et al., *Multilingual E5 Text Embeddings*, 2024), 4-bit, "
             "as a query (`query: ` prefix), mean pooled and L2 normalised, one window of up to 512 word pieces."
         )
-    return (
+    text = (
         "all-MiniLM-L6-v2 (Reimers & Gurevych, EMNLP 2019), mean pooling, L2\n  normalised, "
         f"{meta['encoder']['max_length']} word pieces per window; a longer prompt is scored\n  window by "
         "window (a quarter-window overlap) and each category takes its highest window score."
     )
+    adapter = meta["encoder"].get("adapter")
+    if adapter:
+        text += (
+            f"\n  Its linear layers carry the LoRA adapter `{adapter['path']}` (sha256 `{adapter['sha256'][:16]}…`;\n"
+            "  Hu et al., ICLR 2022), fine-tuned on this head's own training split by\n"
+            "  `training/prompt_classifier/finetune_encoder.py` and merged into the weights at load time."
+        )
+    return text
 
 
 def _language_text(meta: dict[str, Any]) -> str:
@@ -1043,6 +1051,19 @@ def export_training_split(path: Path, train: list[Example]) -> None:
             w = [0.0 if ex.labels[c] == UNKNOWN else ex.weight.get(c, 1.0) for c in CATEGORIES]
             f.write(json.dumps({"text": ex.text, "y": y, "w": w}, ensure_ascii=False) + "\n")
     log(f"wrote {len(train)} training prompts to {path}")
+
+
+def head_encoder(models: ModelCache, head_dir: Path) -> tuple[Any, str]:
+    """The MiniLM encoder a head directory was trained on (its adapter, if head.json names one) and
+    its embedding-cache key."""
+    enc = json.loads((head_dir / "head.json").read_text(encoding="utf-8"))["encoder"]
+    if enc["name"] != "minilm":
+        sys.exit(f"{head_dir}: a MiniLM head is needed, not {enc['name']}")
+    adapter = (head_dir / enc["adapter"]["path"]).resolve() if enc.get("adapter") else None
+    encoder = get_encoder(models, "minilm", max_length=128, adapter=adapter)
+    if encoder.name != enc.get("model", encoder.name):
+        sys.exit(f"{head_dir}: trained on {enc['model']} embeddings, the encoder here gives {encoder.name}")
+    return encoder, f"{encoder.name}-ml128"
 
 
 def adapter_reference(adapter: Path, head_dir: Path) -> dict[str, str]:
