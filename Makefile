@@ -80,31 +80,30 @@ AUTHORED := training/prompt_classifier/authored_prompts
 # the broader everyday captions of 2026-12-04, in both heads
 EVERYDAY2 := everyday2_home everyday2_outdoor everyday2_people
 
-# The English heads read MiniLM through this LoRA adapter (train-encoder-adapter)
-ADAPTER := src/t2iguard/prompt/models/minilm_lora/adapter.safetensors
-ENGLISH_EXTRAS := $(foreach f,people everyday $(EVERYDAY2),--extra-authored $(AUTHORED)_$(f).yaml)
+## An experiment, not the shipped heads (training/prompt_classifier/NOTES.md, 2026-12-04 afternoon):
+## fine-tune the MiniLM encoder with LoRA on the English head's training split and write
+## $(FINETUNE)/adapter.safetensors (finetune_encoder.py: about 80 s on one H200, about 40 min on
+## 2 CPU cores); a head trained with `train.py --adapter $(FINETUNE)/adapter.safetensors` reads
+## through it, and the stage merges it into the encoder at load time.
 FINETUNE := training/prompt_classifier/.finetune
-
-## Fine-tune the MiniLM encoder (LoRA, rank 16, 2 epochs) on the English head's training split and
-## write $(ADAPTER) (training/prompt_classifier/finetune_encoder.py: about 80 s on one H200 GPU,
-## about 40 min on 2 CPU cores). Then retrain both English heads on it: make train-prompt-classifier
-## train-prompt-classifier-indirect.
 train-encoder-adapter: install-dev
-	$(PY) training/prompt_classifier/train.py --data $(DATA) $(ENGLISH_EXTRAS) --calibrate-on natural \
+	$(PY) training/prompt_classifier/train.py --data $(DATA) \
+		$(foreach f,people everyday $(EVERYDAY2),--extra-authored $(AUTHORED)_$(f).yaml) --calibrate-on natural \
 		--export-train $(FINETUNE)/train.jsonl.gz
 	$(PY) training/prompt_classifier/finetune_encoder.py export --out $(FINETUNE)
 	$(PY) training/prompt_classifier/finetune_encoder.py train --weights $(FINETUNE)/bert.safetensors \
-		--data $(FINETUNE)/train.jsonl.gz --out $(ADAPTER)
+		--data $(FINETUNE)/train.jsonl.gz --out $(FINETUNE)/adapter.safetensors
 	$(PY) training/prompt_classifier/finetune_encoder.py check --weights $(FINETUNE)/bert.safetensors \
-		--adapter $(ADAPTER)
+		--adapter $(FINETUNE)/adapter.safetensors
 
-## Retrain the prompt classifier head (fixed seed, a 3-member ensemble, about 6 min; writes
-## src/t2iguard/prompt/models/prompt_classifier) on the adapted encoder. After it, the default policy
-## takes the model card's thresholds, and the indirect tier's are chosen again against it
-## (tier_thresholds.py, as in train-prompt-classifier-indirect).
+## Retrain the prompt classifier head (fixed seed, a 3-member ensemble, about 4 min; writes
+## src/t2iguard/prompt/models/prompt_classifier). After it, the default policy takes the model card's
+## thresholds, and the indirect tier's are chosen again against it (tier_thresholds.py, as in
+## train-prompt-classifier-indirect).
 train-prompt-classifier: install-dev
-	nice -n 10 $(PY) training/prompt_classifier/train.py --data $(DATA) --ensemble 3 $(ENGLISH_EXTRAS) \
-		--calibrate-on natural --min-threshold 0.3 --adapter $(ADAPTER)
+	nice -n 10 $(PY) training/prompt_classifier/train.py --data $(DATA) --ensemble 3 \
+		$(foreach f,people everyday $(EVERYDAY2),--extra-authored $(AUTHORED)_$(f).yaml) \
+		--calibrate-on natural
 
 ## The multilingual tier's head (multilingual-e5-small; about 40 min on 2 cores, mostly embedding)
 train-prompt-classifier-multilingual: install-dev
@@ -113,14 +112,14 @@ train-prompt-classifier-multilingual: install-dev
 		$(foreach f,people everyday indirect composed es de fr pt it $(EVERYDAY2),--extra-authored $(AUTHORED)_$(f).yaml) \
 		--calibrate-on natural
 
-## The indirect-request tier (a 3-member ensemble on the adapted MiniLM, about 10 min), then its tier thresholds
+## The indirect-request tier (a 3-member MiniLM ensemble, about 10 min), then its tier thresholds
 ## against the English head at the default policy's thresholds (training/prompt_classifier/tier_thresholds.py)
 train-prompt-classifier-indirect: install-dev
 	nice -n 10 $(PY) training/prompt_classifier/train.py --data $(DATA) --ensemble 3 --tier indirect \
 		--out src/t2iguard/prompt/models/prompt_classifier_indirect \
 		$(foreach f,people everyday indirect composed contrast_people contrast_groups contrast_objects \
 			contrast_words indirect_sexual indirect_violence indirect_selfharm_illegal indirect_hate, \
-			--extra-authored $(AUTHORED)_$(f).yaml) --calibrate-on natural --adapter $(ADAPTER)
+			--extra-authored $(AUTHORED)_$(f).yaml) --calibrate-on natural
 	nice -n 10 $(PY) training/prompt_classifier/tier_thresholds.py --data $(DATA) \
 		--head src/t2iguard/prompt/models/prompt_classifier_indirect --everyday-budget "sexual=1,illegal=2,*=0"
 
