@@ -79,6 +79,8 @@ bench-prompts: install-dev
 AUTHORED := training/prompt_classifier/authored_prompts
 # the broader everyday captions of 2026-12-04, in both heads
 EVERYDAY2 := everyday2_home everyday2_outdoor everyday2_people
+# the English head's authored files (its recipe and the encoder fine-tuning's split)
+ENGLISH_EXTRAS := $(foreach f,people everyday $(EVERYDAY2),--extra-authored $(AUTHORED)_$(f).yaml)
 
 ## An experiment, not the shipped heads (training/prompt_classifier/NOTES.md, 2026-12-04 afternoon):
 ## fine-tune the MiniLM encoder with LoRA on the English head's training split and write
@@ -88,7 +90,7 @@ EVERYDAY2 := everyday2_home everyday2_outdoor everyday2_people
 FINETUNE := training/prompt_classifier/.finetune
 train-encoder-adapter: install-dev
 	$(PY) training/prompt_classifier/train.py --data $(DATA) \
-		$(foreach f,people everyday $(EVERYDAY2),--extra-authored $(AUTHORED)_$(f).yaml) --calibrate-on natural \
+		$(ENGLISH_EXTRAS) --calibrate-on natural \
 		--export-train $(FINETUNE)/train.jsonl.gz
 	$(PY) training/prompt_classifier/finetune_encoder.py export --out $(FINETUNE)
 	$(PY) training/prompt_classifier/finetune_encoder.py train --weights $(FINETUNE)/bert.safetensors \
@@ -102,7 +104,7 @@ train-encoder-adapter: install-dev
 ## train-prompt-classifier-indirect).
 train-prompt-classifier: install-dev
 	nice -n 10 $(PY) training/prompt_classifier/train.py --data $(DATA) --ensemble 3 \
-		$(foreach f,people everyday $(EVERYDAY2),--extra-authored $(AUTHORED)_$(f).yaml) \
+		$(ENGLISH_EXTRAS) \
 		--calibrate-on natural
 
 ## The multilingual tier's head (multilingual-e5-small; about 40 min on 2 cores, mostly embedding)

@@ -40,7 +40,7 @@ from t2iguard.core.stage import ModelCache
 from t2iguard.core.types import Category
 from t2iguard.prompt.blocklist import BlocklistStage, build_matcher
 from t2iguard.prompt.classifier import CATEGORIES, HEAD_DIR
-from t2iguard.prompt.embedding import get_encoder
+from t2iguard.prompt.embedding import file_sha256, get_encoder
 from t2iguard.prompt.normalize import default_normalizer
 
 HERE = Path(__file__).resolve().parent
@@ -1038,6 +1038,14 @@ def load_examples(
 
 
 # ---- main ----------------------------------------------------------------------------------
+def label_row(ex: Example) -> tuple[list[int], list[float]]:
+    """One prompt's targets and loss weights per category: an unknown label is not trained on
+    (weight 0), other labels carry the example's weight (default 1)."""
+    y = [ex.labels[c] for c in CATEGORIES]
+    w = [0.0 if ex.labels[c] == UNKNOWN else ex.weight.get(c, 1.0) for c in CATEGORIES]
+    return y, w
+
+
 def export_training_split(path: Path, train: list[Example]) -> None:
     """The training split as gzipped JSON lines (first line: the categories), for the encoder's
     fine-tuning (finetune_encoder.py): the same prompts, labels and weights the head trains on."""
@@ -1047,8 +1055,7 @@ def export_training_split(path: Path, train: list[Example]) -> None:
     with gzip.open(path, "wt", encoding="utf-8") as f:
         f.write(json.dumps({"categories": [str(c) for c in CATEGORIES], "n": len(train)}) + "\n")
         for ex in train:
-            y = [ex.labels[c] for c in CATEGORIES]
-            w = [0.0 if ex.labels[c] == UNKNOWN else ex.weight.get(c, 1.0) for c in CATEGORIES]
+            y, w = label_row(ex)
             f.write(json.dumps({"text": ex.text, "y": y, "w": w}, ensure_ascii=False) + "\n")
     log(f"wrote {len(train)} training prompts to {path}")
 
@@ -1070,7 +1077,7 @@ def adapter_reference(adapter: Path, head_dir: Path) -> dict[str, str]:
     """head.json's pointer to the encoder adapter: its path relative to the head's directory and
     its sha256, which the stage checks before it loads the head."""
     rel = os.path.relpath(adapter.resolve(), head_dir.resolve())
-    return {"path": Path(rel).as_posix(), "sha256": hashlib.sha256(adapter.read_bytes()).hexdigest()}
+    return {"path": Path(rel).as_posix(), "sha256": file_sha256(adapter)}
 
 
 def main() -> None:
@@ -1155,6 +1162,8 @@ def main() -> None:
         help="the cascade stage the head is for (model card only; default: by encoder)",
     )
     args = ap.parse_args()
+    if args.adapter is not None and args.encoder != "minilm":
+        sys.exit("--adapter is for the MiniLM encoder")
     if args.card_only:
         meta = json.loads((args.out / "head.json").read_text(encoding="utf-8"))
         size = (args.out / "head.safetensors").stat().st_size
@@ -1215,19 +1224,15 @@ def main() -> None:
         enc_kwargs = {"max_length": 128}
         encoder = get_encoder(models, "minilm", adapter=args.adapter, **enc_kwargs)
         encoder_key = f"{encoder.name}-ml128"
-    if args.adapter is not None and args.encoder != "minilm":
-        sys.exit("--adapter is for the MiniLM encoder")
 
     def encode(texts: list[str]) -> np.ndarray:
         return encoder.encode(texts, batch_size=64)
 
     def matrices(exs: list[Example]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         x = embed([e.text for e in exs], args.cache, encoder_key, encode)
-        y = np.array([[e.labels[c] for c in CATEGORIES] for e in exs], dtype=np.int8)
-        w = np.array(
-            [[0.0 if e.labels[c] == UNKNOWN else e.weight.get(c, 1.0) for c in CATEGORIES] for e in exs],
-            dtype=np.float32,
-        )
+        rows = [label_row(e) for e in exs]
+        y = np.array([labels for labels, _ in rows], dtype=np.int8)
+        w = np.array([weights for _, weights in rows], dtype=np.float32)
         return x, y, w
 
     x_tr, y_tr, w_tr = matrices(train)

@@ -19,7 +19,6 @@ LLM judge reads it to decide whether the prompt is in its uncertain band).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from t2iguard.core.decision import Finding, StageResult, TraceEntry
 from t2iguard.core.errors import ConfigurationError, MissingDependencyError
 from t2iguard.core.stage import ModelCache, PromptContext, PromptStage
 from t2iguard.core.types import Action, Category
-from t2iguard.prompt.embedding import E5Encoder, MiniLMEncoder, get_encoder
+from t2iguard.prompt.embedding import E5Encoder, MiniLMEncoder, file_sha256, get_encoder
 from t2iguard.prompt.language import foreign_share, language_check
 from t2iguard.prompt.normalize import NormalizedText, default_normalizer
 
@@ -176,7 +175,7 @@ def _adapter_file(meta_file: Path, ref: Any) -> Path | None:
     path = (meta_file.parent / ref["path"]).resolve()
     if not path.is_file():
         raise ConfigurationError(f"{meta_file}: encoder adapter not found: {path}")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = file_sha256(path)
     if digest != ref["sha256"]:
         raise ConfigurationError(
             f"{meta_file}: encoder adapter {path} has sha256 {digest[:12]}…, the head was trained on "

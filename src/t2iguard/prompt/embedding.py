@@ -65,14 +65,19 @@ _TARGET_LOCKS: dict[Path, threading.Lock] = {}
 
 
 @functools.lru_cache(maxsize=8)
-def _digest(path: str, mtime_ns: int, size: int) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+def _sha256(path: str, mtime_ns: int, size: int) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """``path``'s sha256 in hex (memoised per path, mtime and size)."""
+    st = path.stat()
+    return _sha256(str(path.resolve()), st.st_mtime_ns, st.st_size)
 
 
 def file_digest(path: Path) -> str:
-    """The first 16 hex digits of ``path``'s sha256 (memoised per path, mtime and size)."""
-    st = path.stat()
-    return _digest(str(path.resolve()), st.st_mtime_ns, st.st_size)
+    """The first 16 hex digits of ``path``'s sha256."""
+    return file_sha256(path)[:16]
 
 
 def _fused_path(source: Path, adapter: Path | None = None) -> Path:
