@@ -271,8 +271,13 @@ def load_authored(path: Path, rng: random.Random) -> list[Example]:
                 if t not in seen:
                     seen.add(t)
                     texts.append(t)
+        # an optional loss weight for every category of the set's rows (default 1)
+        weight = float(s.get("weight", 1.0))
+        if not 0.0 < weight <= 1.0:
+            raise ValueError(f"{path}: set {s['name']!r}: weight must be in (0, 1], got {weight}")
+        weights = {c: weight for c in CATEGORIES} if weight != 1.0 else {}
         for i, t in enumerate(texts):
-            out.append(Example(t, dict(labels), f"authored/{s['name']}", f"authored:{s['name']}:{i}"))
+            out.append(Example(t, dict(labels), f"authored/{s['name']}", f"authored:{s['name']}:{i}", dict(weights)))
     return out
 
 
@@ -1087,6 +1092,13 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=HERE / ".cache")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
+        "--init-seed",
+        type=int,
+        default=None,
+        help="seed of the head's initialisation and batch order only (default: --seed); the splits, the "
+        "authored draws and the augmentation keep --seed, so runs that differ only here measure training noise",
+    )
+    ap.add_argument(
         "--encoder",
         choices=("minilm", "e5"),
         default="minilm",
@@ -1241,7 +1253,13 @@ def main() -> None:
 
     log("training the head")
     params = train_ensemble(
-        x_tr, y_tr, w_tr, members=args.ensemble, hidden=args.hidden, epochs=args.epochs, seed=args.seed
+        x_tr,
+        y_tr,
+        w_tr,
+        members=args.ensemble,
+        hidden=args.hidden,
+        epochs=args.epochs,
+        seed=args.seed if args.init_seed is None else args.init_seed,
     )
 
     log("calibrating (Platt) on the calibration split")
@@ -1373,6 +1391,7 @@ def main() -> None:
         "sha256": sha,
         "trained": datetime.now(UTC).strftime("%Y-%m-%d"),
         "seed": args.seed,
+        **({} if args.init_seed is None else {"init_seed": args.init_seed}),
         "authored_version": yaml.safe_load((HERE / "authored_prompts.yaml").read_text(encoding="utf-8"))["version"],
         "extra_authored": [p.name for p in args.extra_authored],
         "data": {k: v for k, v in sorted(stats.items())},
