@@ -1043,6 +1043,21 @@ def load_examples(
 
 
 # ---- main ----------------------------------------------------------------------------------
+def noised_copy(ex: Example, r: random.Random, noiser: Noiser, normalizer: Any) -> Example:
+    """A copy of ``ex`` with MMA-Diffusion-shaped noise (``Noiser``), normalized as at serving time;
+    names are kept whole in prompts labelled with a person."""
+    keep = any(ex.labels[c] == 1 for c in (Category.PRIVATE_INDIVIDUAL, Category.PUBLIC_FIGURE))
+    text = normalizer.normalize(noiser(ex.text, r, keep_words=keep)).text.strip() or ex.text
+    return Example(text, ex.labels, ex.source, ex.group, ex.weight, augmented=True)
+
+
+def noised_test(test: list[Example], noiser: Noiser, normalizer: Any, seed: int) -> list[Example]:
+    """Noised copies of the held-out test prompts, from their own random stream (``seed + 2``), so
+    they do not depend on the augmentation draws: validation here and in gate.py."""
+    r = random.Random(seed + 2)
+    return [noised_copy(e, r, noiser, normalizer) for e in test]
+
+
 def label_row(ex: Example) -> tuple[list[int], list[float]]:
     """One prompt's targets and loss weights per category: an unknown label is not trained on
     (weight 0), other labels carry the example's weight (default 1)."""
@@ -1206,23 +1221,17 @@ def main() -> None:
     splits = {s: [e for e in examples if split_of(e.group, args.seed) == s] for s in ("train", "calib", "test")}
     noiser = Noiser(lex)
 
-    def noisy_copy(ex: Example, r: random.Random, *, robust: bool = True) -> Example:
-        if not robust:
-            return Example(augment(ex.text, r), ex.labels, ex.source, ex.group, ex.weight, augmented=True)
-        keep = any(ex.labels[c] == 1 for c in (Category.PRIVATE_INDIVIDUAL, Category.PUBLIC_FIGURE))
-        text = normalizer.normalize(noiser(ex.text, r, keep_words=keep)).text.strip() or ex.text
-        return Example(text, ex.labels, ex.source, ex.group, ex.weight, augmented=True)
-
     train = list(splits["train"])
     for ex in splits["train"]:
         if rng.random() < args.augment:
-            train.append(noisy_copy(ex, rng, robust=args.augment_mode == "robust"))
+            if args.augment_mode == "robust":
+                train.append(noised_copy(ex, rng, noiser, normalizer))
+            else:
+                train.append(Example(augment(ex.text, rng), ex.labels, ex.source, ex.group, ex.weight, augmented=True))
     if args.export_train is not None:
         export_training_split(args.export_train, train)
         return
-    # noised copies of the held-out test prompts, with their own random stream, for validation
-    rng_te = random.Random(args.seed + 2)
-    test_noisy = [noisy_copy(e, rng_te) for e in splits["test"]]
+    test_noisy = noised_test(splits["test"], noiser, normalizer, args.seed)
     log(
         f"train {len(train)} (incl. {len(train) - len(splits['train'])} augmented), "
         f"calib {len(splits['calib'])}, test {len(splits['test'])}"

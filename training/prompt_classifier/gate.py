@@ -1,0 +1,210 @@
+"""Compare prompt-classifier heads on one base run's held-out rows: the adoption gate of NOTES.md.
+
+A candidate head is trained on more (or other) data than the base, so its own test split is not the
+base's. This script rebuilds the *base* run's rows exactly as ``train.py`` drew them (same sources,
+``--seed``, authored files and probe block) and scores every head on them, each through its own
+encoder (an adapter named in its head.json) and at its own thresholds:
+
+- the held-out test split (unsafe, sexual, everyday benign, held-out COCO, CoProV2 safe rewrites),
+- noised copies of it (``train.noised_test``: the same copies ``train.py`` validates on),
+- the COCO probe block the base run left out (``--topic-shift-probe``), a topic-shift check.
+
+Heads come in *arms* (``NAME=DIR[,DIR...]``): runs of one recipe that differ only in ``--init-seed``
+are averaged, and their spread is printed, because single runs differ by about two points of noised
+sexual recall (NOTES.md, 2026-12-04 evening). ``--band CATEGORY=THRESHOLD`` also counts scores in
+[THRESHOLD, the head's threshold) of that category as flagged (a graded-response band)::
+
+    python training/prompt_classifier/gate.py --data ../shared/benchmarks --probe 10000:15000 \\
+        --extra-authored training/prompt_classifier/authored_prompts_people.yaml ... \\
+        base=runs/base,runs/base_i10,runs/base_i20 candidate=runs/g --json gate.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import train as T  # noqa: E402  (the training script, imported as a module)
+
+from t2iguard.core.types import Category  # noqa: E402
+
+METRICS = (
+    "probe_flags",
+    "coco_flags",
+    "coprov2_safe_pct",
+    "everyday_benign_pct",
+    "unsafe_pct",
+    "sexual_pct",
+    "noised_unsafe_pct",
+    "noised_sexual_pct",
+)
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    heads: tuple[Path, ...]
+
+
+def parse_arm(text: str) -> Arm:
+    name, sep, dirs = text.partition("=")
+    heads = tuple(Path(d) for d in dirs.split(",") if d)
+    if not sep or not name or not heads:
+        raise argparse.ArgumentTypeError(f"an arm is NAME=DIR[,DIR...], got {text!r}")
+    for d in heads:
+        if not (d / "head.json").is_file():
+            raise argparse.ArgumentTypeError(f"{d}: no head.json (not a head directory)")
+    return Arm(name, heads)
+
+
+def parse_band(text: str) -> tuple[str, float]:
+    cat, sep, thr = text.partition("=")
+    if not sep or cat not in T.FLAGGING:
+        raise argparse.ArgumentTypeError(f"a band is CATEGORY=THRESHOLD with a flagging category, got {text!r}")
+    return cat, float(thr)
+
+
+def summarise(values: list[float]) -> dict[str, float]:
+    """Mean, sample standard deviation (0 for one run), min and max of one metric over an arm's runs."""
+    return {
+        "mean": round(statistics.fmean(values), 3),
+        "sd": round(statistics.stdev(values), 3) if len(values) > 1 else 0.0,
+        "min": min(values),
+        "max": max(values),
+    }
+
+
+def check_base(head: Path, seed: int, extras: list[Path], probe: tuple[int, int] | None, n_test: int) -> None:
+    """The rows rebuilt here must be the base run's: refuse loudly when its head.json says otherwise."""
+    meta = json.loads((head / "head.json").read_text(encoding="utf-8"))
+    problems = []
+    if meta.get("seed") != seed:
+        problems.append(f"seed {meta.get('seed')} (here {seed})")
+    if meta.get("extra_authored") != [p.name for p in extras]:
+        problems.append(f"authored files {meta.get('extra_authored')} (here {[p.name for p in extras]})")
+    if meta.get("splits", {}).get("test") != n_test:
+        problems.append(f"{meta.get('splits', {}).get('test')} test rows (here {n_test})")
+    probe_meta = meta.get("metrics", {}).get("topic_shift_probe", {})
+    want = None if probe is None else f"{probe[0]}..{probe[1] - 1}"
+    if probe_meta.get("rows") != want:
+        problems.append(f"probe rows {probe_meta.get('rows')} (here {want})")
+    if problems:
+        sys.exit(f"{head} is not the base run these rows come from: " + "; ".join(problems))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("arms", nargs="+", type=parse_arm, help="NAME=DIR[,DIR...]; the first arm's first head is the base")
+    ap.add_argument("--data", type=Path, default=Path("../shared/benchmarks"))
+    ap.add_argument("--cache", type=Path, default=HERE / ".cache")
+    ap.add_argument("--seed", type=int, default=0, help="the base run's --seed (its splits)")
+    ap.add_argument("--extra-authored", type=Path, action="append", default=[], help="the base run's files, in order")
+    ap.add_argument("--probe", type=T._row_range, default=None, help="the base run's --topic-shift-probe START:STOP")
+    ap.add_argument("--band", type=parse_band, default=None, help="CATEGORY=THRESHOLD: count scores in the band too")
+    ap.add_argument("--json", type=Path, default=None, help="write per-head and per-arm numbers here")
+    args = ap.parse_args(argv)
+
+    models = T.ModelCache()
+    lex = T.Lexicon(models)
+    rng = random.Random(args.seed)
+    np.random.seed(args.seed)
+    T.log("rebuilding the base run's rows")
+    lo, hi = args.probe or (T.COCO_TRAIN_ROWS, T.COCO_TRAIN_ROWS)
+    examples, probe, normalizer = T.load_examples(
+        args.data, models, lex, rng, args.extra_authored, Counter(), probe_rows=(lo, hi)
+    )
+    test = [e for e in examples if T.split_of(e.group, args.seed) == "test"]
+    check_base(args.arms[0].heads[0], args.seed, args.extra_authored, args.probe, len(test))
+    noised = [e.text for e in T.noised_test(test, T.Noiser(lex), normalizer, args.seed)]
+    probe_texts = [normalizer.normalize(e.text).text.strip() for e in probe]
+
+    def has(e: T.Example, cats: list[str]) -> bool:
+        return any(e.labels[Category(c)] == 1 for c in cats)
+
+    unsafe = np.array([has(e, T.FLAGGING) for e in test])
+    sexual = np.array([has(e, [str(Category.SEXUAL)]) for e in test])
+    every = np.array([T.everyday_benign(e) for e in test])
+    coco = np.array([e.source == "coco/train" for e in test])
+    safe = np.array([e.source == "coprov2/safe" for e in test])
+    cols = [T.CATEGORIES.index(Category(c)) for c in T.FLAGGING]
+
+    per_head: dict[str, dict[str, Any]] = {}
+    per_arm: dict[str, dict[str, Any]] = {}
+    for arm in args.arms:
+        runs = []
+        for head in arm.heads:
+            encoder, key = T.head_encoder(models, head)
+
+            def embed(texts: list[str], encoder: Any = encoder, key: str = key) -> np.ndarray:
+                return T.embed(texts, args.cache, key, lambda batch: encoder.encode(batch, batch_size=64))
+
+            probs, thresholds = T.reference_head(head)
+            t = np.array([thresholds[c] for c in T.FLAGGING])
+
+            def flagged(x: np.ndarray, probs: Any = probs, t: np.ndarray = t) -> np.ndarray:
+                p = probs(x)
+                hit = (p[:, cols] >= t).any(axis=1)
+                if args.band is not None:
+                    hit |= p[:, T.CATEGORIES.index(Category(args.band[0]))] >= args.band[1]
+                return np.asarray(hit)
+
+            fc = flagged(embed([e.text for e in test]))
+            fn = flagged(embed(noised))
+            fp = flagged(embed(probe_texts)) if probe_texts else np.zeros(0, dtype=bool)
+            row = {
+                "probe_flags": int(fp.sum()),
+                "coco_flags": int(fc[coco].sum()),
+                "coprov2_safe_pct": round(100 * float(fc[safe].mean()), 3),
+                "everyday_benign_pct": round(100 * float(fc[every].mean()), 3),
+                "unsafe_pct": round(100 * float(fc[unsafe].mean()), 3),
+                "sexual_pct": round(100 * float(fc[sexual].mean()), 3),
+                "noised_unsafe_pct": round(100 * float(fn[unsafe].mean()), 3),
+                "noised_sexual_pct": round(100 * float(fn[sexual].mean()), 3),
+            }
+            per_head[str(head)] = row | {"arm": arm.name, "encoder": key, "thresholds": thresholds}
+            runs.append(row)
+        per_arm[arm.name] = {"runs": len(runs)} | {m: summarise([r[m] for r in runs]) for m in METRICS}
+
+    rows_n = {"test": len(test), "probe": len(probe), "coco": int(coco.sum()), "sexual": int(sexual.sum())}
+    print(table(per_arm, rows_n))
+    if args.json is not None:
+        args.json.write_text(
+            json.dumps({"rows": rows_n, "band": args.band, "arms": per_arm, "heads": per_head}, indent=1) + "\n",
+            encoding="utf-8",
+        )
+    return 0
+
+
+def table(per_arm: dict[str, dict[str, Any]], rows_n: dict[str, int]) -> str:
+    """A markdown table: one column per arm, mean (min–max over its runs) per metric."""
+    names = list(per_arm)
+    lines = [
+        f"held-out rows of the base run: {rows_n['test']} test ({rows_n['coco']} COCO, {rows_n['sexual']} sexual), "
+        f"{rows_n['probe']} probe",
+        "",
+        "| metric | " + " | ".join(f"{n} ({per_arm[n]['runs']})" for n in names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    for m in METRICS:
+        cells = []
+        for n in names:
+            s = per_arm[n][m]
+            cells.append(f"{s['mean']:g}" + (f" ({s['min']:g}–{s['max']:g})" if per_arm[n]["runs"] > 1 else ""))
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
