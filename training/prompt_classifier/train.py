@@ -1042,7 +1042,6 @@ def load_examples(
     return examples, probe, normalizer
 
 
-# ---- main ----------------------------------------------------------------------------------
 def noised_copy(ex: Example, r: random.Random, noiser: Noiser, normalizer: Any) -> Example:
     """A copy of ``ex`` with MMA-Diffusion-shaped noise (``Noiser``), normalized as at serving time;
     names are kept whole in prompts labelled with a person."""
@@ -1058,6 +1057,7 @@ def noised_test(test: list[Example], noiser: Noiser, normalizer: Any, seed: int)
     return [noised_copy(e, r, noiser, normalizer) for e in test]
 
 
+# ---- main ----------------------------------------------------------------------------------
 def label_row(ex: Example) -> tuple[list[int], list[float]]:
     """One prompt's targets and loss weights per category: an unknown label is not trained on
     (weight 0), other labels carry the example's weight (default 1)."""
