@@ -76,3 +76,9 @@ def test_rows_of_another_run_are_refused(gate: Any, tmp_path: Path) -> None:
         args = {"seed": 0, "extras": extras, "probe": (10000, 15000), "n_test": 120} | kwargs
         with pytest.raises(SystemExit, match=word):
             gate.check_base(ok, args["seed"], args["extras"], args["probe"], args["n_test"])
+
+
+def test_base_run_is_read_from_its_head(gate: Any, tmp_path: Path) -> None:
+    run = gate.base_run(head(tmp_path, "base"))
+    assert run == {"seed": 0, "extra_authored": [HERE / "authored_prompts_people.yaml"], "probe": (10000, 15000)}
+    assert gate.base_run(head(tmp_path, "noprobe", metrics={}))["probe"] is None

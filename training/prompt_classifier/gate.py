@@ -14,9 +14,11 @@ are averaged, and their spread is printed, because single runs differ by about t
 sexual recall (NOTES.md, 2026-12-04 evening). ``--band CATEGORY=THRESHOLD`` also counts scores in
 [THRESHOLD, the head's threshold) of that category as flagged (a graded-response band)::
 
-    python training/prompt_classifier/gate.py --data ../shared/benchmarks --probe 10000:15000 \\
-        --extra-authored training/prompt_classifier/authored_prompts_people.yaml ... \\
+    python training/prompt_classifier/gate.py --data ../shared/benchmarks \\
         base=runs/base,runs/base_i10,runs/base_i20 candidate=runs/g --json gate.json
+
+The base run's seed, authored files and probe block are read from the first head's head.json
+(``--seed``, ``--extra-authored``, ``--probe`` override them, and are then checked against it).
 """
 
 from __future__ import annotations
@@ -86,6 +88,18 @@ def summarise(values: list[float]) -> dict[str, float]:
     }
 
 
+def base_run(head: Path) -> dict[str, Any]:
+    """What a base head's head.json says about the rows it was trained beside: its split seed, its
+    authored files (resolved in this folder) and its probe block, if any."""
+    meta = json.loads((head / "head.json").read_text(encoding="utf-8"))
+    rows = meta.get("metrics", {}).get("topic_shift_probe", {}).get("rows")
+    probe = None
+    if rows:
+        lo, _, last = rows.partition("..")
+        probe = (int(lo), int(last) + 1)
+    return {"seed": int(meta["seed"]), "extra_authored": [HERE / n for n in meta["extra_authored"]], "probe": probe}
+
+
 def check_base(head: Path, seed: int, extras: list[Path], probe: tuple[int, int] | None, n_test: int) -> None:
     """The rows rebuilt here must be the base run's: refuse loudly when its head.json says otherwise."""
     meta = json.loads((head / "head.json").read_text(encoding="utf-8"))
@@ -109,12 +123,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("arms", nargs="+", type=parse_arm, help="NAME=DIR[,DIR...]; the first arm's first head is the base")
     ap.add_argument("--data", type=Path, default=Path("../shared/benchmarks"))
     ap.add_argument("--cache", type=Path, default=HERE / ".cache")
-    ap.add_argument("--seed", type=int, default=0, help="the base run's --seed (its splits)")
-    ap.add_argument("--extra-authored", type=Path, action="append", default=[], help="the base run's files, in order")
-    ap.add_argument("--probe", type=T._row_range, default=None, help="the base run's --topic-shift-probe START:STOP")
+    ap.add_argument("--seed", type=int, default=None, help="the base run's --seed (default: from its head.json)")
+    ap.add_argument(
+        "--extra-authored",
+        type=Path,
+        action="append",
+        default=None,
+        help="the base run's authored files, in order (default: the names its head.json lists, in this folder)",
+    )
+    ap.add_argument(
+        "--probe",
+        type=T._row_range,
+        default=None,
+        help="the base run's --topic-shift-probe START:STOP (default: from its head.json)",
+    )
     ap.add_argument("--band", type=parse_band, default=None, help="CATEGORY=THRESHOLD: count scores in the band too")
     ap.add_argument("--json", type=Path, default=None, help="write per-head and per-arm numbers here")
     args = ap.parse_args(argv)
+
+    base = base_run(args.arms[0].heads[0])
+    args.seed = base["seed"] if args.seed is None else args.seed
+    args.extra_authored = base["extra_authored"] if args.extra_authored is None else args.extra_authored
+    args.probe = base["probe"] if args.probe is None else args.probe
+    missing = [str(p) for p in args.extra_authored if not p.is_file()]
+    if missing:
+        sys.exit(f"authored files not found: {', '.join(missing)} (name them with --extra-authored)")
 
     models = T.ModelCache()
     lex = T.Lexicon(models)
