@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import sys
@@ -121,7 +122,7 @@ def check_base(head: Path, seed: int, extras: list[Path], probe: tuple[int, int]
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("arms", nargs="+", type=parse_arm, help="NAME=DIR[,DIR...]; the first arm's first head is the base")
-    ap.add_argument("--data", type=Path, default=Path("../shared/benchmarks"))
+    ap.add_argument("--data", type=Path, default=Path(os.environ.get("T2IGUARD_DATA", "../shared/benchmarks")))
     ap.add_argument("--cache", type=Path, default=HERE / ".cache")
     ap.add_argument("--seed", type=int, default=None, help="the base run's --seed (default: from its head.json)")
     ap.add_argument(
