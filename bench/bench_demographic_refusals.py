@@ -183,22 +183,18 @@ def run(policy_path: Path | None) -> dict[str, Any]:
     policy = load_policy(policy_path) if policy_path else default_policy()
     stack = SafetyStack(policy)
     occupations = sorted(set(roles()["occupations"]))
+    specs = {  # family: (template without a descriptor, template with one, what fills it)
+        "occupations": (PLAIN, TEMPLATE, occupations),
+        "scenes": (SCENE_PLAIN, SCENE_TEMPLATE, SCENES),
+        "situations": (SITUATION_PLAIN, SITUATION_TEMPLATE, SITUATIONS),
+    }
     families = {
-        "occupations": family(
+        name: family(
             stack,
-            [PLAIN.format(o) for o in occupations],
-            {gr: [TEMPLATE.format(f"{gr} {g}", o) for o in occupations for g in GENDERS] for gr in GROUPS},
-        ),
-        "scenes": family(
-            stack,
-            [SCENE_PLAIN.format(s) for s in SCENES],
-            {gr: [SCENE_TEMPLATE.format(f"{gr} {g}", s) for s in SCENES for g in GENDERS] for gr in GROUPS},
-        ),
-        "situations": family(
-            stack,
-            [SITUATION_PLAIN.format(s) for s in SITUATIONS],
-            {gr: [SITUATION_TEMPLATE.format(f"{gr} {g}", s) for s in SITUATIONS for g in GENDERS] for gr in GROUPS},
-        ),
+            [plain.format(x) for x in items],
+            {gr: [template.format(f"{gr} {g}", x) for x in items for g in GENDERS] for gr in GROUPS},
+        )
+        for name, (plain, template, items) in specs.items()
     }
     return {
         "policy": policy.name,

@@ -41,8 +41,6 @@ sys.path.insert(0, str(HERE))
 
 import train as T  # noqa: E402  (the training script, imported as a module)
 
-from t2iguard.core.types import Category  # noqa: E402
-
 METRICS = (
     "probe_flags",
     "coco_flags",
@@ -166,15 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     noised = [e.text for e in T.noised_test(test, T.Noiser(lex), normalizer, args.seed)]
     probe_texts = [normalizer.normalize(e.text).text.strip() for e in probe]
 
-    def has(e: T.Example, cats: list[str]) -> bool:
-        return any(e.labels[Category(c)] == 1 for c in cats)
-
-    unsafe = np.array([has(e, T.FLAGGING) for e in test])
-    sexual = np.array([has(e, [str(Category.SEXUAL)]) for e in test])
-    every = np.array([T.everyday_benign(e) for e in test])
-    coco = np.array([e.source == "coco/train" for e in test])
-    safe = np.array([e.source == "coprov2/safe" for e in test])
-    cols = [T.CATEGORIES.index(Category(c)) for c in T.FLAGGING]
+    m = T.test_masks(test)
+    unsafe, sexual, every, coco, safe = (m[k] for k in ("unsafe", "sexual", "everyday", "coco", "safe_rewrite"))
 
     per_head: dict[str, dict[str, Any]] = {}
     per_arm: dict[str, dict[str, Any]] = {}
@@ -187,18 +178,14 @@ def main(argv: list[str] | None = None) -> int:
                 return T.embed(texts, args.cache, key, lambda batch: encoder.encode(batch, batch_size=64))
 
             probs, thresholds = T.reference_head(head)
-            t = np.array([thresholds[c] for c in T.FLAGGING])
+            acting = dict(thresholds)
+            if args.band is not None:  # a band under a threshold flags what that threshold lowered to it would
+                cat, low = args.band
+                acting[cat] = min(acting[cat], low)
 
-            def flagged(x: np.ndarray, probs: Any = probs, t: np.ndarray = t) -> np.ndarray:
-                p = probs(x)
-                hit = (p[:, cols] >= t).any(axis=1)
-                if args.band is not None:
-                    hit |= p[:, T.CATEGORIES.index(Category(args.band[0]))] >= args.band[1]
-                return np.asarray(hit)
-
-            fc = flagged(embed([e.text for e in test]))
-            fn = flagged(embed(noised))
-            fp = flagged(embed(probe_texts)) if probe_texts else np.zeros(0, dtype=bool)
+            fc = T.flags(probs(embed([e.text for e in test])), acting)
+            fn = T.flags(probs(embed(noised)), acting)
+            fp = T.flags(probs(embed(probe_texts)), acting) if probe_texts else np.zeros(0, dtype=bool)
             row = {
                 "probe_flags": int(fp.sum()),
                 "coco_flags": int(fc[coco].sum()),

@@ -928,24 +928,40 @@ def joint_rule(
     return thr
 
 
+def test_masks(test: list[Example]) -> dict[str, np.ndarray]:
+    """The kinds of held-out prompt validation reports on: unsafe (any flagging category), sexual,
+    everyday benign, held-out COCO captions and CoProV2 safe rewrites."""
+    return {
+        "unsafe": np.array([any(e.labels[Category(c)] == 1 for c in FLAGGING) for e in test], dtype=bool),
+        "sexual": np.array([e.labels[Category.SEXUAL] == 1 for e in test], dtype=bool),
+        "everyday": np.array([everyday_benign(e) for e in test], dtype=bool),
+        "coco": np.array([e.source == "coco/train" for e in test], dtype=bool),
+        "safe_rewrite": np.array([e.source == "coprov2/safe" for e in test], dtype=bool),
+    }
+
+
+def flags(p: np.ndarray, thresholds: dict[str, float]) -> np.ndarray:
+    """Which prompts (rows of the probabilities ``p``) any flagging category flags at its threshold."""
+    idx = [CATEGORIES.index(Category(c)) for c in FLAGGING]
+    thr = np.array([thresholds[c] for c in FLAGGING])
+    return np.asarray((p[:, idx] >= thr).any(axis=1))
+
+
 def validation(
     p_clean: np.ndarray, p_noisy: np.ndarray, test: list[Example], thresholds: dict[str, float]
 ) -> dict[str, Any]:
     """Flag rates (any flagging category at its threshold) per kind of test prompt, clean and
     noised, and the macro ROC-AUC over the flagging categories."""
-    unsafe = np.array([any(e.labels[Category(c)] == 1 for c in FLAGGING) for e in test])
-    sexual = np.array([e.labels[Category.SEXUAL] == 1 for e in test])
-    everyday = np.array([everyday_benign(e) for e in test])
-    coco = np.array([e.source == "coco/train" for e in test])
-    safe_rewrite = np.array([e.source == "coprov2/safe" for e in test])
+    m = test_masks(test)
+    unsafe, sexual, everyday, coco, safe_rewrite = (
+        m[k] for k in ("unsafe", "sexual", "everyday", "coco", "safe_rewrite")
+    )
     out: dict[str, Any] = {}
     flag_idx = [CATEGORIES.index(Category(c)) for c in FLAGGING]
     coco_max = np.sort(p_clean[coco][:, flag_idx].max(axis=1))[::-1]
     cut = float(coco_max[math.floor(0.01 * len(coco_max))])  # 1% of clean held-out COCO captions above
     for name, p in (("clean", p_clean), ("noisy", p_noisy)):
-        idx = [CATEGORIES.index(Category(c)) for c in FLAGGING]
-        thr = np.array([thresholds[c] for c in FLAGGING])
-        flagged: np.ndarray = np.asarray((p[:, idx] >= thr).any(axis=1))
+        flagged = flags(p, thresholds)
         aucs = []
         for c in FLAGGING:
             j = CATEGORIES.index(Category(c))
