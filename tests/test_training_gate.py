@@ -82,3 +82,21 @@ def test_base_run_is_read_from_its_head(gate: Any, tmp_path: Path) -> None:
     run = gate.base_run(head(tmp_path, "base"))
     assert run == {"seed": 0, "extra_authored": [HERE / "authored_prompts_people.yaml"], "probe": (10000, 15000)}
     assert gate.base_run(head(tmp_path, "noprobe", metrics={}))["probe"] is None
+
+
+def test_a_second_tier_acts_at_its_tier_thresholds(gate: Any, tmp_path: Path) -> None:
+    tier = head(tmp_path, "tier", tier_thresholds={"thresholds": {"sexual": 0.8, "illegal": 0.52}})
+    acting = gate.tier_acting(tier)
+    assert acting["sexual"] == 0.8 and acting["illegal"] == 0.52
+    assert acting["violence"] == float("inf")  # a category the tier has no threshold for never flags
+    with pytest.raises(SystemExit, match="tier_thresholds"):
+        gate.tier_acting(head(tmp_path, "plain"))
+
+
+def test_the_first_tier_is_the_shipped_head_at_the_policy_thresholds(gate: Any, tmp_path: Path) -> None:
+    from t2iguard.core.stage import ModelCache
+
+    flagged = gate.first_tier(ModelCache(), gate.TT.HEAD_DIR, tmp_path / "cache")
+    out = flagged(["a naked woman posing on a bed, explicit porn", "a bowl of fruit on a kitchen table"])
+    assert out.tolist() == [True, False]
+    assert flagged([]).shape == (0,)

@@ -12,7 +12,13 @@ encoder (an adapter named in its head.json) and at its own thresholds:
 Heads come in *arms* (``NAME=DIR[,DIR...]``): runs of one recipe that differ only in ``--init-seed``
 are averaged, and their spread is printed, because single runs differ by about two points of noised
 sexual recall (NOTES.md, 2026-12-04 evening). ``--band CATEGORY=THRESHOLD`` also counts scores in
-[THRESHOLD, the head's threshold) of that category as flagged (a graded-response band)::
+[THRESHOLD, the head's threshold) of that category as flagged (a graded-response band).
+
+``--after FIRST_HEAD`` scores every head as the second tier of a cascade (the indirect-request tier):
+a prompt is flagged when the first head flags it (the shipped head at the default policy's thresholds,
+another at its own) or the arm's head does at the ``tier_thresholds`` that ``tier_thresholds.py`` wrote
+into its head.json. The table then also reports the held-out unsafe rows of the indirect and composed
+request files, the tier's own ground::
 
     python training/prompt_classifier/gate.py --data ../shared/benchmarks \\
         base=runs/base,runs/base_i10,runs/base_i20 candidate=runs/g --json gate.json
@@ -39,6 +45,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import tier_thresholds as TT  # noqa: E402
 import train as T  # noqa: E402  (the training script, imported as a module)
 
 METRICS = (
@@ -51,6 +58,7 @@ METRICS = (
     "noised_unsafe_pct",
     "noised_sexual_pct",
 )
+INDIRECT_METRIC = "indirect_unsafe_pct"  # with --after, when the base run has indirect request files
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,33 @@ def check_base(head: Path, seed: int, extras: list[Path], probe: tuple[int, int]
         sys.exit(f"{head} is not the base run these rows come from: " + "; ".join(problems))
 
 
+def tier_acting(head: Path) -> dict[str, float]:
+    """The thresholds a second-tier head acts at: those ``tier_thresholds.py`` chose (every other
+    flagging category never flags)."""
+    meta = json.loads((head / "head.json").read_text(encoding="utf-8"))
+    chosen = meta.get("tier_thresholds", {}).get("thresholds")
+    if not chosen:
+        sys.exit(f"{head}: no tier_thresholds in head.json (run tier_thresholds.py on it first)")
+    return {c: float(chosen.get(c, np.inf)) for c in T.FLAGGING}
+
+
+def first_tier(models: Any, head: Path, cache: Path) -> Any:
+    """A function from prompts to the first tier's flags: the shipped head at the default policy's
+    thresholds, another head at its own (as ``tier_thresholds.py`` reads them)."""
+    encoder, key = T.head_encoder(models, head)
+    probs, own = T.reference_head(head)
+    shipped = head.resolve() == TT.HEAD_DIR.resolve()
+    at = TT.policy_thresholds() if shipped else own
+    acting = {c: float(at.get(c, np.inf)) for c in T.FLAGGING}
+
+    def flagged(texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros(0, dtype=bool)
+        return T.flags(probs(T.embed(texts, cache, key, lambda b: encoder.encode(b, batch_size=64))), acting)
+
+    return flagged
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("arms", nargs="+", type=parse_arm, help="NAME=DIR[,DIR...]; the first arm's first head is the base")
@@ -137,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
         help="the base run's --topic-shift-probe START:STOP (default: from its head.json)",
     )
     ap.add_argument("--band", type=parse_band, default=None, help="CATEGORY=THRESHOLD: count scores in the band too")
+    ap.add_argument(
+        "--after",
+        type=Path,
+        default=None,
+        help="score the heads as a second tier after this first head, at their tier_thresholds",
+    )
     ap.add_argument("--json", type=Path, default=None, help="write per-head and per-arm numbers here")
     args = ap.parse_args(argv)
 
@@ -166,6 +207,17 @@ def main(argv: list[str] | None = None) -> int:
 
     m = T.test_masks(test)
     unsafe, sexual, every, coco, safe = (m[k] for k in ("unsafe", "sexual", "everyday", "coco", "safe_rewrite"))
+    metrics = METRICS
+    first = {"test": np.zeros(len(test), bool), "noised": np.zeros(len(test), bool), "probe": np.zeros(0, bool)}
+    indirect = np.zeros(len(test), dtype=bool)
+    if args.after is not None:
+        T.log(f"first tier: {args.after}")
+        tier1 = first_tier(models, args.after, args.cache)
+        first = {"test": tier1([e.text for e in test]), "noised": tier1(noised), "probe": tier1(probe_texts)}
+        sources = TT.indirect_sources({"extra_authored": [p.name for p in args.extra_authored]})
+        indirect = np.array([e.source in sources for e in test], dtype=bool) & unsafe
+        if indirect.any():
+            metrics = (*METRICS, INDIRECT_METRIC)
 
     per_head: dict[str, dict[str, Any]] = {}
     per_arm: dict[str, dict[str, Any]] = {}
@@ -178,14 +230,14 @@ def main(argv: list[str] | None = None) -> int:
                 return T.embed(texts, args.cache, key, lambda batch: encoder.encode(batch, batch_size=64))
 
             probs, thresholds = T.reference_head(head)
-            acting = dict(thresholds)
+            acting = dict(thresholds) if args.after is None else tier_acting(head)
             if args.band is not None:  # a band under a threshold flags what that threshold lowered to it would
                 cat, low = args.band
                 acting[cat] = min(acting[cat], low)
 
-            fc = T.flags(probs(embed([e.text for e in test])), acting)
-            fn = T.flags(probs(embed(noised)), acting)
-            fp = T.flags(probs(embed(probe_texts)), acting) if probe_texts else np.zeros(0, dtype=bool)
+            fc = first["test"] | T.flags(probs(embed([e.text for e in test])), acting)
+            fn = first["noised"] | T.flags(probs(embed(noised)), acting)
+            fp = first["probe"] | T.flags(probs(embed(probe_texts)), acting) if probe_texts else first["probe"]
             row = {
                 "probe_flags": int(fp.sum()),
                 "coco_flags": int(fc[coco].sum()),
@@ -196,21 +248,27 @@ def main(argv: list[str] | None = None) -> int:
                 "noised_unsafe_pct": round(100 * float(fn[unsafe].mean()), 3),
                 "noised_sexual_pct": round(100 * float(fn[sexual].mean()), 3),
             }
+            if INDIRECT_METRIC in metrics:
+                row[INDIRECT_METRIC] = round(100 * float(fc[indirect].mean()), 3)
             per_head[str(head)] = row | {"arm": arm.name, "encoder": key, "thresholds": thresholds}
             runs.append(row)
-        per_arm[arm.name] = {"runs": len(runs)} | {m: summarise([r[m] for r in runs]) for m in METRICS}
+        per_arm[arm.name] = {"runs": len(runs)} | {k: summarise([r[k] for r in runs]) for k in metrics}
 
     rows_n = {"test": len(test), "probe": len(probe), "coco": int(coco.sum()), "sexual": int(sexual.sum())}
-    print(table(per_arm, rows_n))
+    if INDIRECT_METRIC in metrics:
+        rows_n["indirect_unsafe"] = int(indirect.sum())
+    print(table(per_arm, rows_n, metrics))
     if args.json is not None:
+        after = None if args.after is None else str(args.after)
+        out = {"rows": rows_n, "band": args.band, "after": after, "arms": per_arm, "heads": per_head}
         args.json.write_text(
-            json.dumps({"rows": rows_n, "band": args.band, "arms": per_arm, "heads": per_head}, indent=1) + "\n",
+            json.dumps(out, indent=1) + "\n",
             encoding="utf-8",
         )
     return 0
 
 
-def table(per_arm: dict[str, dict[str, Any]], rows_n: dict[str, int]) -> str:
+def table(per_arm: dict[str, dict[str, Any]], rows_n: dict[str, int], metrics: tuple[str, ...] = METRICS) -> str:
     """A markdown table: one column per arm, mean (min–max over its runs) per metric."""
     names = list(per_arm)
     lines = [
@@ -220,7 +278,7 @@ def table(per_arm: dict[str, dict[str, Any]], rows_n: dict[str, int]) -> str:
         "| metric | " + " | ".join(f"{n} ({per_arm[n]['runs']})" for n in names) + " |",
         "|---|" + "---:|" * len(names),
     ]
-    for m in METRICS:
+    for m in metrics:
         cells = []
         for n in names:
             s = per_arm[n][m]
