@@ -208,7 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     m = T.test_masks(test)
     unsafe, sexual, every, coco, safe = (m[k] for k in ("unsafe", "sexual", "everyday", "coco", "safe_rewrite"))
     metrics = METRICS
-    first = {"test": np.zeros(len(test), bool), "noised": np.zeros(len(test), bool), "probe": np.zeros(0, bool)}
+    # what the first tier flags (nothing, without --after), per set of rows
+    first = {
+        k: np.zeros(n, dtype=bool)
+        for k, n in (("test", len(test)), ("noised", len(noised)), ("probe", len(probe_texts)))
+    }
     indirect = np.zeros(len(test), dtype=bool)
     if args.after is not None:
         T.log(f"first tier: {args.after}")
