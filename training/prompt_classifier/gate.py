@@ -99,12 +99,8 @@ def base_run(head: Path) -> dict[str, Any]:
     """What a base head's head.json says about the rows it was trained beside: its split seed, its
     authored files (resolved in this folder) and its probe block, if any."""
     meta = json.loads((head / "head.json").read_text(encoding="utf-8"))
-    rows = meta.get("metrics", {}).get("topic_shift_probe", {}).get("rows")
-    probe = None
-    if rows:
-        lo, _, last = rows.partition("..")
-        probe = (int(lo), int(last) + 1)
-    return {"seed": int(meta["seed"]), "extra_authored": [HERE / n for n in meta["extra_authored"]], "probe": probe}
+    extras = [HERE / n for n in meta["extra_authored"]]
+    return {"seed": int(meta["seed"]), "extra_authored": extras, "probe": T.probe_rows_of(meta)}
 
 
 def check_base(head: Path, seed: int, extras: list[Path], probe: tuple[int, int] | None, n_test: int) -> None:

@@ -52,9 +52,12 @@ def indirect_sources(meta: dict[str, Any]) -> frozenset[str]:
 
 
 def examples(data: Path, meta: dict[str, Any], models: ModelCache) -> list[T.Example]:
-    """The head's training prompts as train.py built them (same seed, same authored files)."""
+    """The head's training prompts as train.py built them (same seed, same authored files, and the
+    COCO rows of its topic-shift probe left out, so that they never set a tier threshold)."""
     extra = [T.HERE / name for name in meta["extra_authored"]]
-    out, _, _ = T.load_examples(data, models, T.Lexicon(models), random.Random(meta["seed"]), extra, Counter())
+    rng = random.Random(meta["seed"])
+    probe = T.probe_rows_of(meta)
+    out, _, _ = T.load_examples(data, models, T.Lexicon(models), rng, extra, Counter(), probe_rows=probe)
     return out
 
 

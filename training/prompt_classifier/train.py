@@ -1018,6 +1018,16 @@ def split_of(group: str, seed: int) -> str:
     return "train" if h < 0.7 else "calib" if h < 0.85 else "test"
 
 
+def probe_rows_of(meta: dict[str, Any]) -> tuple[int, int] | None:
+    """The COCO rows ``[start, stop)`` a run left out as its topic-shift probe (``--topic-shift-probe``),
+    read from its head.json; None when it left none out."""
+    rows = meta.get("metrics", {}).get("topic_shift_probe", {}).get("rows")
+    if not rows:
+        return None
+    lo, _, last = rows.partition("..")
+    return int(lo), int(last) + 1
+
+
 def load_examples(
     data: Path,
     models: ModelCache,
