@@ -82,6 +82,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("T2IGUARD_DATA", "../shared/benchmarks")))
     ap.add_argument("--head", type=Path, required=True, help="the second head's directory")
+    ap.add_argument("--cache", type=Path, default=T.HERE / ".cache", help="the embedding cache (as train.py's)")
     ap.add_argument(
         "--first",
         type=Path,
@@ -108,7 +109,7 @@ def main() -> None:
     if T.head_encoder(models, args.first)[1] != key:
         raise SystemExit(f"{args.first} and {args.head} read different embeddings: the tiers share one encoder pass")
     x = {
-        s: T.embed([e.text for e in v], T.HERE / ".cache", key, lambda t: encoder.encode(t, batch_size=64))
+        s: T.embed([e.text for e in v], args.cache, key, lambda t: encoder.encode(t, batch_size=64))
         for s, v in splits.items()
     }
     first_p, first_own = T.reference_head(args.first)
