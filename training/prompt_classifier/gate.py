@@ -136,8 +136,7 @@ def first_tier(models: Any, head: Path, cache: Path) -> Any:
     thresholds, another head at its own (as ``tier_thresholds.py`` reads them)."""
     encoder, key = T.head_encoder(models, head)
     probs, own = T.reference_head(head)
-    shipped = head.resolve() == TT.HEAD_DIR.resolve()
-    at = TT.policy_thresholds() if shipped else own
+    at, _ = TT.first_thresholds(head, own)
     acting = {c: float(at.get(c, np.inf)) for c in T.FLAGGING}
 
     def flagged(texts: list[str]) -> np.ndarray:

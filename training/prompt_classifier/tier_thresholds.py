@@ -67,6 +67,14 @@ def policy_thresholds(stage_name: str = "classifier") -> dict[str, float]:
     return {str(c): r.threshold for c, r in stage.categories.items() if r.threshold is not None}
 
 
+def first_thresholds(first: Path, own: dict[str, float]) -> tuple[dict[str, float], str]:
+    """The thresholds the first head acts at, and which they are: the shipped head at the default
+    policy's, another (a candidate) at its own ``own``."""
+    if first.resolve() == HEAD_DIR.resolve():
+        return policy_thresholds(), "the default policy's thresholds"
+    return own, "its own thresholds"
+
+
 def parse_budget(text: str) -> dict[str, int]:
     """``"sexual=1,illegal=2,*=0"`` -> ``{"sexual": 1, "illegal": 2, "*": 0}`` (``*``: every other category)."""
     out: dict[str, int] = {}
@@ -113,9 +121,7 @@ def main() -> None:
         for s, v in splits.items()
     }
     first_p, first_own = T.reference_head(args.first)
-    # the shipped first head runs at the default policy's thresholds; another (a candidate) at its own
-    shipped_first = args.first.resolve() == HEAD_DIR.resolve()
-    first_thr = policy_thresholds() if shipped_first else first_own
+    first_thr, first_at = first_thresholds(args.first, first_own)
     second_p, own = T.reference_head(args.head)
     cats = [c for c in T.FLAGGING if c in first_thr]
     idx = [T.CATEGORIES.index(T.Category(c)) for c in cats]
@@ -166,7 +172,7 @@ def main() -> None:
         T.log(f"  {name:48s} first {r['first']:22s} both {r['both']}")
     meta["tier_thresholds"] = {
         "first": str(args.first.relative_to(ROOT)) if args.first.is_relative_to(ROOT) else str(args.first),
-        "first_at": "the default policy's thresholds" if shipped_first else "its own thresholds",
+        "first_at": first_at,
         "floor": args.floor,
         "calibration_pool": int(pool.sum()),
         "everyday_pool": int(everyday.sum()),
