@@ -125,9 +125,13 @@ def test_gate_as_a_second_tier_flags_what_either_tier_flags(trained: dict[str, P
     assert out.returncode == 0, out.stderr[-3000:]
     res = json.loads(report.read_text())
     assert res["after"] == str(head)
-    for metric in ("unsafe_pct", "sexual_pct", "coco_flags", "probe_flags"):
-        # the first head at its own thresholds OR a second head at stricter ones: never fewer flags
-        assert res["arms"]["tier"][metric]["mean"] >= solo[metric]["mean"]
+    for metric in ("unsafe_pct", "sexual_pct", "coco_flags", "probe_flags", "noised_unsafe_pct"):
+        # the first head at its own thresholds OR a copy of it at its tier thresholds (each at least
+        # the head's own): the tier adds nothing, and a gate that dropped the first tier would flag less
+        assert res["arms"]["tier"][metric]["mean"] == solo[metric]["mean"]
+    tier_thr = json.loads((tier / "head.json").read_text())["tier_thresholds"]["thresholds"]
+    own = json.loads((head / "head.json").read_text())["thresholds"]
+    assert all(v >= own[c] for c, v in tier_thr.items())
     # a head without tier thresholds cannot be scored as a second tier
     plain = run("gate.py", *args, "--after", head, f"head={head}")
     assert plain.returncode != 0 and "no tier_thresholds" in plain.stderr
