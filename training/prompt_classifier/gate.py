@@ -191,9 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     np.random.seed(args.seed)
     T.log("rebuilding the base run's rows")
-    lo, hi = args.probe or (T.COCO_TRAIN_ROWS, T.COCO_TRAIN_ROWS)
     examples, probe, normalizer = T.load_examples(
-        args.data, models, lex, rng, args.extra_authored, Counter(), probe_rows=(lo, hi)
+        args.data, models, lex, rng, args.extra_authored, Counter(), probe_rows=args.probe
     )
     test = [e for e in examples if T.split_of(e.group, args.seed) == "test"]
     check_base(args.arms[0].heads[0], args.seed, args.extra_authored, args.probe, len(test))
@@ -202,17 +201,19 @@ def main(argv: list[str] | None = None) -> int:
 
     m = T.test_masks(test)
     unsafe, sexual, every, coco, safe = (m[k] for k in ("unsafe", "sexual", "everyday", "coco", "safe_rewrite"))
+    # every row a head scores, embedded (and the cache read) once per head: test, noised, probe
+    rows = [e.text for e in test] + noised + probe_texts
+    cuts = [len(test), len(test) + len(noised)]
+
+    def by_set(f: np.ndarray) -> dict[str, np.ndarray]:
+        return dict(zip(("test", "noised", "probe"), np.split(f, cuts), strict=True))
+
     metrics = METRICS
-    # what the first tier flags (nothing, without --after), per set of rows
-    first = {
-        k: np.zeros(n, dtype=bool)
-        for k, n in (("test", len(test)), ("noised", len(noised)), ("probe", len(probe_texts)))
-    }
+    first = by_set(np.zeros(len(rows), dtype=bool))  # what the first tier flags: nothing, without --after
     indirect = np.zeros(len(test), dtype=bool)
     if args.after is not None:
         T.log(f"first tier: {args.after}")
-        tier1 = first_tier(models, args.after, args.cache)
-        first = {"test": tier1([e.text for e in test]), "noised": tier1(noised), "probe": tier1(probe_texts)}
+        first = by_set(first_tier(models, args.after, args.cache)(rows))
         sources = TT.indirect_sources({"extra_authored": [p.name for p in args.extra_authored]})
         indirect = np.array([e.source in sources for e in test], dtype=bool) & unsafe
         if indirect.any():
@@ -234,9 +235,8 @@ def main(argv: list[str] | None = None) -> int:
                 cat, low = args.band
                 acting[cat] = min(acting[cat], low)
 
-            fc = first["test"] | T.flags(probs(embed([e.text for e in test])), acting)
-            fn = first["noised"] | T.flags(probs(embed(noised)), acting)
-            fp = first["probe"] | T.flags(probs(embed(probe_texts)), acting) if probe_texts else first["probe"]
+            own = by_set(T.flags(probs(embed(rows)), acting))
+            fc, fn, fp = (first[k] | own[k] for k in ("test", "noised", "probe"))
             row = {
                 "probe_flags": int(fp.sum()),
                 "coco_flags": int(fc[coco].sum()),

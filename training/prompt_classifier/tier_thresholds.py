@@ -126,12 +126,9 @@ def main() -> None:
     cats = [c for c in T.FLAGGING if c in first_thr]
     idx = [T.CATEGORIES.index(T.Category(c)) for c in cats]
 
-    def flagged(p: np.ndarray, thr: dict[str, float]) -> np.ndarray:
-        return np.asarray((p[:, idx] >= np.array([thr[c] for c in cats])).any(axis=1))
-
     calib = splits["calib"]
     natural = np.array([all(v == 0 for v in e.labels.values()) and not e.source.startswith("authored/") for e in calib])
-    passed = ~flagged(first_p(x["calib"]), first_thr)  # what the first head lets through
+    passed = ~T.flags(first_p(x["calib"]), first_thr)  # what the first head lets through
     pool = natural & passed
     everyday = np.array([T.everyday_benign(e) for e in calib]) & passed
     p2 = second_p(x["calib"])
@@ -148,8 +145,8 @@ def main() -> None:
     T.log(f"tier thresholds: {thresholds} ({int(pool.sum())} benign calibration prompts the first head passes)")
 
     test = splits["test"]
-    f1 = flagged(first_p(x["test"]), first_thr)
-    both = f1 | flagged(second_p(x["test"]), thresholds)
+    f1 = T.flags(first_p(x["test"]), first_thr)
+    both = f1 | T.flags(second_p(x["test"]), thresholds)
     src = np.array([e.source for e in test])
     unsafe = np.array([any(e.labels[T.Category(c)] == 1 for c in T.FLAGGING) for e in test])
     indirect_sets = indirect_sources(meta)
