@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,7 @@ def test_keys_and_escalation_commands(tmp_path: Path) -> None:
 
 def test_serve_refuses_a_bad_configuration_clearly(tmp_path: Path) -> None:
     runner = CliRunner()
+    handlers = {name: list(logging.getLogger(name).handlers) for name in ("t2iguard", "uvicorn", "uvicorn.error")}
     r = runner.invoke(app, ["serve", "--generator", "nope", "--data-dir", str(tmp_path), "--port", "0"])
     assert r.exit_code == 2 and "unknown generator backend 'nope'" in r.output
     r = runner.invoke(
@@ -80,3 +82,5 @@ def test_serve_refuses_a_bad_configuration_clearly(tmp_path: Path) -> None:
         ["serve", "--policy", str(tmp_path / "missing.yaml"), "--generator", "procedural", "--data-dir", str(tmp_path)],
     )
     assert r.exit_code == 2 and "policy file not found" in r.output
+    # a refused start leaves the process's log handlers alone (they would write to the runner's closed stream)
+    assert {name: list(logging.getLogger(name).handlers) for name in handlers} == handlers

@@ -80,7 +80,6 @@ def serve(
     from t2iguard.service.app import build_app
     from t2iguard.service.metrics import configure_logging
 
-    configure_logging(cfg.log_level, cfg.json_logs)
     try:
         app = build_app(cfg)
     except (ConfigurationError, PolicyError) as exc:
@@ -103,6 +102,8 @@ def serve(
             timeout_keep_alive=30,
         )
     )
+    # only a gateway that starts takes over the process's log handlers (a refused start leaves them be)
+    configure_logging(cfg.log_level, cfg.json_logs)
     host_s = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
     sys.stdout.write(json.dumps({"event": "listening", "url": f"http://{host_s}:{bound}", "port": bound}) + "\n")
     sys.stdout.flush()
