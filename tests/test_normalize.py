@@ -329,6 +329,20 @@ def test_obfuscation_evidence(norm: Normalizer, text: str, kinds: set[str]) -> N
     assert set(norm.normalize(text).obfuscation()) == kinds
 
 
+@pytest.mark.parametrize(
+    ("text", "view"),
+    [
+        # the non-words go, punctuation and every readable word stay
+        ("a woman standing xqvorlump, zyghtrenk on a beach bropsquilt", "a woman standing, on a beach"),
+        # a word the speller corrects is read corrected, and a capitalised non-word is a name
+        ("a womn by Xqvorlump on the bech", "a woman by xqvorlump on the beach"),
+        ("a red car", "a red car"),
+    ],
+)
+def test_the_view_without_gibberish(norm: Normalizer, text: str, view: str) -> None:
+    assert norm.normalize(text).without_gibberish() == view
+
+
 @pytest.mark.parametrize("text", ["a woman on a bed, (clothes:-1.5)", "a man, ( dressed : −0.8 )"])
 def test_a_negative_weight_maps_back_to_its_parenthesis(norm: Normalizer, text: str) -> None:
     # the inserted word points at the weight's opening parenthesis in what the user wrote

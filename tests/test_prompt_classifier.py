@@ -516,3 +516,57 @@ def test_second_opinion_confirms_marginal_flags_only(tmp_path: Path, models: Mod
     )
     # a benign prompt never reaches the second head and stays allowed
     assert stack_with(strict, below=1.0).check_prompt(BENIGN[0]).action == Action.ALLOW
+
+
+def test_gibberish_view_reads_a_prompt_without_its_sub_word_soup(models: ModelCache) -> None:
+    """``gibberish_view``: a prompt in gibberish disguise is scored without its non-words too, the
+    higher score per category acts, and the trace shows the view that raised it."""
+    clean_prompt = "a sensual photo of a woman"
+    soup = "heinlto ngerttering uchihilmaster tskualpoo teritung reegoodorno crrrowude genyunt osomaltivastic"
+    prompt = f"{clean_prompt} {soup}"
+
+    def stack_with(view: bool, threshold: float = 0.99) -> SafetyStack:
+        return SafetyStack(
+            policy_from_dict(
+                {
+                    "name": "gibberish-view",
+                    "stages": [
+                        {"stage": "normalize"},
+                        {
+                            "stage": "classifier",
+                            "params": {"gibberish_view": view, "report_floor": 0.0},
+                            "categories": {"sexual": {"threshold": threshold}},
+                        },
+                    ],
+                }
+            ),
+            models=models,
+        )
+
+    def sexual(d: Any) -> float:
+        return float(next(r for r in d.stages if r.stage == "classifier").artifacts["scores"]["sexual"])
+
+    clf = load_classifier(models)
+    full, clean = clf.predict([prompt.lower(), clean_prompt])
+    v = CATEGORIES.index(Category.SEXUAL)
+    assert clean[v] > full[v] + 0.05, "the test needs a soup that dilutes the violence score"
+    assert sexual(stack_with(False).check_prompt(prompt)) == pytest.approx(full[v], abs=1e-4)
+    viewed = stack_with(True).check_prompt(prompt)
+    # the view is the prompt without its non-words; every category keeps the higher of the two scores
+    art = next(r for r in viewed.stages if r.stage == "classifier").artifacts
+    assert art["gibberish_view"]["text"] == clean_prompt
+    assert "sexual" in art["gibberish_view"]["raised"]
+    assert art["scores"] == {
+        str(c): pytest.approx(max(a, b), abs=1e-4) for c, a, b in zip(CATEGORIES, full, clean, strict=True)
+    }
+    # a threshold between the two scores: only the view acts, and says why
+    threshold = round((full[v] + clean[v]) / 2, 4)
+    assert stack_with(False, threshold).check_prompt(prompt).action == Action.ALLOW
+    blocked = stack_with(True, threshold).check_prompt(prompt)
+    assert blocked.action == Action.BLOCK, blocked.reason
+    entry = next(e for e in blocked.decided_by if e.category == Category.SEXUAL)
+    assert entry.evidence["gibberish_view"]["text"] == clean_prompt
+    assert "read without its non-words too" in blocked.reason
+    # a prompt without the soup is read once
+    plain = stack_with(True).check_prompt(clean_prompt)
+    assert "gibberish_view" not in next(r for r in plain.stages if r.stage == "classifier").artifacts

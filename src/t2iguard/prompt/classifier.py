@@ -261,6 +261,12 @@ class PromptClassifierStage(PromptStage):
             description="lower-case non-words (4+ letters, a sixth of the words or more) that count as a disguise "
             "(obfuscated_scale): the sub-word soup of prompts optimised against a text encoder",
         )
+        gibberish_view: bool = Field(
+            default=False,
+            description="for a prompt in gibberish disguise (obfuscated_min_gibberish; English prompts), score "
+            "the text without its non-words too and keep the higher score per category: a mean-pooled "
+            "encoder dilutes a few unsafe words among many sub-word tokens (NormalizedText.without_gibberish)",
+        )
         second_opinion: SecondOpinion | None = Field(
             default=None,
             description="confirm flags in the marginal band [threshold, below) with a head on another encoder "
@@ -320,12 +326,19 @@ class PromptClassifierStage(PromptStage):
         normalized = [self._normalized(c) for c in ctxs]
         probs = clf.predict([n.text for n in normalized], batch_size=self.params.batch_size)
         model = clf.sha256[:12]
-        scales, disguises = zip(*(self._disguise(n) for n in normalized), strict=True)
+        evidences = [self._disguise_evidence(n) for n in normalized]
+        views = self._gibberish_view(clf, probs, normalized, evidences)
+        scale = self.params.obfuscated_scale
+        # the disguise scale and its evidence apply only where the policy sets a scale
+        disguises = [e if scale is not None else {} for e in evidences]
+        scales = [scale if scale is not None and d else 1.0 for d in disguises]
         co_evidence = self._co_evidence()
         gated = [self._gated(clf, row, co_evidence) for row in probs]
         unconfirmed = self._second_opinion(clf, probs, normalized, scales, gated)
         out: list[StageResult] = []
-        for row, scale, disguise, held, doubt in zip(probs, scales, disguises, gated, unconfirmed, strict=True):
+        for row, scale, disguise, view, held, doubt in zip(
+            probs, scales, disguises, views, gated, unconfirmed, strict=True
+        ):
             scores = {str(c): round(float(p), 6) for c, p in zip(clf.categories, row, strict=True)}
             evidence: dict[str, object] = {"tier": TIER, "model": model}
             note = "learned classifier"
@@ -333,6 +346,9 @@ class PromptClassifierStage(PromptStage):
                 evidence.update(disguise=disguise, threshold_scale=scale)
                 kinds = ", ".join(f"{k} {n}" for k, n in sorted(disguise.items()))
                 note += f"; thresholds x{scale:g} for a prompt in disguise ({kinds})"
+            if view:
+                evidence["gibberish_view"] = view
+                note += f"; read without its non-words too ({view['text']!r}), higher in {', '.join(view['raised'])}"
             findings = [
                 Finding(category=c, score=float(p), evidence=evidence, message=note)
                 for c, p in zip(clf.categories, row, strict=True)
@@ -349,6 +365,8 @@ class PromptClassifierStage(PromptStage):
                 artifacts["unconfirmed"] = doubt
             if disguise:
                 artifacts.update(disguise=disguise, threshold_scale=scale)
+            if view:
+                artifacts["gibberish_view"] = view
             result = self.result(findings, message=message, artifacts=artifacts, threshold_scale=scale)
             # scores this stage reports but does not act on, and why
             withheld = [
@@ -388,16 +406,43 @@ class PromptClassifierStage(PromptStage):
             out.append(result)
         return out
 
-    def _disguise(self, norm: NormalizedText) -> tuple[float, dict[str, int]]:
-        """The threshold scale for this prompt, and the disguise that earned it."""
-        if self.params.obfuscated_scale is None:
-            return 1.0, {}
+    def _disguise_evidence(self, norm: NormalizedText) -> dict[str, int]:
+        """The prompt's disguise, kind -> words (the English-only kinds dropped for another language);
+        not looked for when neither the disguise scale nor the gibberish view would use it."""
+        if self.params.obfuscated_scale is None and not self.params.gibberish_view:
+            return {}
         disguise = norm.obfuscation(self.params.obfuscated_min_corrections, self.params.obfuscated_min_gibberish)
         english_only = disguise.keys() & _ENGLISH_ONLY_DISGUISES
         if english_only and not language_check(self.models).english(norm.original):
             for kind in english_only:
                 del disguise[kind]
-        return (self.params.obfuscated_scale if disguise else 1.0), disguise
+        return disguise
+
+    def _gibberish_view(
+        self,
+        clf: PromptClassifier,
+        probs: np.ndarray,
+        normalized: Sequence[NormalizedText],
+        evidences: Sequence[dict[str, int]],
+    ) -> list[dict[str, Any]]:
+        """With ``gibberish_view``: score the prompts in gibberish disguise again without their
+        non-words and raise ``probs`` in place to the higher score per category. Per prompt, the view
+        and the categories it raised to ``report_floor`` or more ({} where none, or where it did not run)."""
+        out: list[dict[str, Any]] = [{} for _ in normalized]
+        if not self.params.gibberish_view:
+            return out
+        views = [(i, normalized[i].without_gibberish()) for i, e in enumerate(evidences) if "gibberish" in e]
+        views = [(i, text) for i, text in views if text]
+        if not views:
+            return out
+        rows = clf.predict([text for _, text in views], batch_size=self.params.batch_size)
+        for (i, text), row in zip(views, rows, strict=True):
+            floor = self.params.report_floor
+            raised = [str(c) for c, p, q in zip(clf.categories, probs[i], row, strict=True) if q > p and q >= floor]
+            probs[i] = np.maximum(probs[i], row)
+            if raised:
+                out[i] = {"text": text, "raised": raised}
+        return out
 
     def _co_evidence(self) -> dict[str, dict[str, float]]:
         """``co_evidence`` as scores to reach: each level as written, or a share of this stage's

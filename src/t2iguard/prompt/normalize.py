@@ -205,6 +205,12 @@ class Word:
     unknown: bool = False
 
     @property
+    def soup(self) -> bool:
+        """Whether this is a non-word of four letters or more: a piece of the sub-word soup that
+        ``gibberish`` counts (NormalizedText.obfuscation)."""
+        return self.unknown and len(self.canonical) >= 4
+
+    @property
     def start(self) -> int:
         return self.src[0]
 
@@ -269,10 +275,37 @@ class NormalizedText:
         if typos >= min_corrections:
             out["misspelling"] = typos
         words = [w for w in self.words if w.canonical.isalpha() and len(w.canonical) >= 2]
-        soup = sum(w.unknown and len(w.canonical) >= 4 for w in words)
+        soup = sum(w.soup for w in words)
         if soup >= min_gibberish and soup * 6 >= len(words):
             out["gibberish"] = soup
         return out
+
+    def without_gibberish(self) -> str:
+        """``text`` with its non-words (:attr:`Word.soup`) taken out: what the readable words of a
+        prompt in gibberish disguise say. A mean-pooled sentence encoder dilutes a few unsafe words
+        among many sub-word tokens (MMA-Diffusion, Yang et al., CVPR 2024), so a classifier may read
+        this view as well as the whole text (``PromptClassifierStage``'s ``gibberish_view``)."""
+        cuts: list[tuple[int, int]] = []
+        cursor = 0
+        for w in self.words:
+            # each word's canonical form (or correction) stands in ``text`` in order, between non-letters
+            m = re.compile(rf"(?<![^\W\d_]){re.escape(w.corrected or w.canonical)}(?![^\W\d_])").search(
+                self.text, cursor
+            )
+            if m is None:
+                continue
+            cursor = m.end()
+            if w.soup:
+                cuts.append(m.span())
+        if not cuts:
+            return self.text
+        kept: list[str] = []
+        last = 0
+        for start, end in cuts:
+            kept.append(self.text[last:start])
+            last = end
+        kept.append(self.text[last:])
+        return re.sub(r" ([,.;:!?])", r"\1", " ".join("".join(kept).split()))
 
     def readable(self) -> tuple[str, list[int]]:
         """The prompt with its obfuscations undone but its case kept, for a named-entity recogniser
