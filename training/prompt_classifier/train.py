@@ -793,7 +793,9 @@ Ring-A-Bell, UnlearnDiffAtk, ErasureBenchmark) are produced by `t2iguard bench p
 - Adversarial prompts optimised against CLIP (MMA-Diffusion, Ring-A-Bell, P4D) are out of the
   training distribution; the noise augmentation helps only partly (see the benchmark): a frozen,
   mean-pooled encoder dilutes a few unsafe words among many gibberish tokens, and a head cannot
-  recover what the embedding lost.
+  recover what the embedding lost. The classifier stage's `gibberish_view` (a policy setting, on
+  in the default policy for the English head) reads such a prompt a second time without its
+  non-words and keeps the higher score.
 - Label noise: CoProV2's categories and safe rewrites are LLM-generated; the rules above remove
   the clearest errors only.
 """
