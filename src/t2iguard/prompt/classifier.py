@@ -328,10 +328,10 @@ class PromptClassifierStage(PromptStage):
         model = clf.sha256[:12]
         evidences = [self._disguise_evidence(n) for n in normalized]
         views = self._gibberish_view(clf, probs, normalized, evidences)
-        scale = self.params.obfuscated_scale
         # the disguise scale and its evidence apply only where the policy sets a scale
-        disguises = [e if scale is not None else {} for e in evidences]
-        scales = [scale if scale is not None and d else 1.0 for d in disguises]
+        configured = self.params.obfuscated_scale
+        disguises = [e if configured is not None else {} for e in evidences]
+        scales = [configured if configured is not None and d else 1.0 for d in disguises]
         co_evidence = self._co_evidence()
         gated = [self._gated(clf, row, co_evidence) for row in probs]
         unconfirmed = self._second_opinion(clf, probs, normalized, scales, gated)
@@ -436,8 +436,8 @@ class PromptClassifierStage(PromptStage):
         if not views:
             return out
         rows = clf.predict([text for _, text in views], batch_size=self.params.batch_size)
+        floor = self.params.report_floor
         for (i, text), row in zip(views, rows, strict=True):
-            floor = self.params.report_floor
             raised = [str(c) for c, p, q in zip(clf.categories, probs[i], row, strict=True) if q > p and q >= floor]
             probs[i] = np.maximum(probs[i], row)
             if raised:
