@@ -547,9 +547,9 @@ def test_gibberish_view_reads_a_prompt_without_its_sub_word_soup(models: ModelCa
         return float(next(r for r in d.stages if r.stage == "classifier").artifacts["scores"]["sexual"])
 
     clf = load_classifier(models)
-    full, clean = clf.predict([prompt.lower(), clean_prompt])
+    full, clean = clf.predict([prompt, clean_prompt])
     v = CATEGORIES.index(Category.SEXUAL)
-    assert clean[v] > full[v] + 0.05, "the test needs a soup that dilutes the violence score"
+    assert clean[v] > full[v] + 0.05, "the test needs a soup that dilutes the sexual score"
     assert sexual(stack_with(False).check_prompt(prompt)) == pytest.approx(full[v], abs=1e-4)
     viewed = stack_with(True).check_prompt(prompt)
     # the view is the prompt without its non-words; every category keeps the higher of the two scores
