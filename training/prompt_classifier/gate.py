@@ -176,8 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="write per-head and per-arm numbers here")
     args = ap.parse_args(argv)
 
-    if not (args.data / "SafetyDPO/data/CoProv2_train.csv").exists():
-        sys.exit(f"training data not found under {args.data} (use --data or T2IGUARD_DATA)")
+    T.require_training_data(args.data)
     base = base_run(args.arms[0].heads[0])
     args.seed = base["seed"] if args.seed is None else args.seed
     args.extra_authored = base["extra_authored"] if args.extra_authored is None else args.extra_authored

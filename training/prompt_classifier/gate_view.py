@@ -112,8 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=1500, help="noised unsafe rows per noise op")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
-    if not (args.data / "SafetyDPO/data/CoProv2_train.csv").exists():
-        sys.exit(f"training data not found under {args.data} (use --data or T2IGUARD_DATA)")
+    T.require_training_data(args.data)
 
     models = ModelCache()
     policy, stages = default_policy(), set(args.stages.split(","))

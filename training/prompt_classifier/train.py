@@ -85,6 +85,12 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def require_training_data(data: Path) -> None:
+    """Exit with a clear message when ``data`` is not the benchmarks root with the training files."""
+    if not (data / "SafetyDPO/data/CoProv2_train.csv").exists():
+        sys.exit(f"training data not found under {data} (use --data or T2IGUARD_DATA)")
+
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     with path.open(newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
@@ -1227,8 +1233,7 @@ def main() -> None:
     rng = random.Random(args.seed)
     np.random.seed(args.seed)
     data: Path = args.data
-    if not (data / "SafetyDPO/data/CoProv2_train.csv").exists():
-        sys.exit(f"training data not found under {data} (use --data or T2IGUARD_DATA)")
+    require_training_data(data)
 
     models = ModelCache()
     lex = Lexicon(models)
