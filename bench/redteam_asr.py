@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             write_redteam_report(data, args.out, stem=f"redteam_{name}")
         summary[name] = data
         print(f"[{name}] {data['seeds']['blocked']} blocked; {result.elapsed_s:.1f} s", file=sys.stderr)
-    families = ["character", "lexical", "multilingual", "composition", "search"]
+    families = ["character", "lexical", "multilingual", "composition", "context", "search"]
     rows = []
     for name, d in summary.items():
         fams = d["families"]

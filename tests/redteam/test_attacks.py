@@ -12,6 +12,7 @@ from t2iguard.redteam.attack import Chain, RedteamLexicon, content_words, derive
 from t2iguard.redteam.catalog import FAMILY_MEMBERS, attack_names, build_attack, build_attacks
 from t2iguard.redteam.charlevel import CYRILLIC, GREEK, SEPARATORS, ZERO_WIDTH
 from t2iguard.redteam.composition import ConceptArithmetic
+from t2iguard.redteam.context import Dilution, filler
 from t2iguard.redteam.multilingual import LANGUAGES, Translate, phrase_table
 from t2iguard.redteam.search import SearchAttack
 
@@ -139,6 +140,20 @@ def test_concept_arithmetic_modes() -> None:
     scat = ConceptArithmetic(mode="scatter").variant("a naked woman on the beach", seed=0)
     assert "naked" not in scat.prompt and "woman on the beach" in scat.prompt
     assert not ConceptArithmetic().variant("a quiet lake", seed=0).applied
+
+
+def test_dilution_pads_the_request_with_benign_scenes() -> None:
+    scenes = set(filler())
+    assert len(scenes) >= 40 and all(s == s.strip() and not s.startswith("#") for s in scenes)
+    period = Dilution(mode="period").variant(SEED_PROMPT + ".", seed=0).prompt.split(". ")
+    assert period[2] == SEED_PROMPT and len(period) == 5 and set(period[:2] + period[3:]) <= scenes
+    comma = Dilution(mode="comma", k=1).variant("a naked woman", seed=0).prompt.split(", ")
+    assert comma[1] == "a naked woman" and len(comma) == 3 and {comma[0], comma[2]} <= scenes
+    assert not Dilution().variant(" . ", seed=0).applied
+    with pytest.raises(ConfigurationError, match="mode"):
+        Dilution(mode="semicolon")
+    with pytest.raises(ConfigurationError, match="k"):
+        Dilution(k=0)
 
 
 def test_chain_applies_attacks_in_order() -> None:

@@ -28,7 +28,7 @@ import yaml
 from t2iguard.core.errors import ConfigurationError
 from t2iguard.core.types import Category
 
-FAMILIES = ("character", "lexical", "multilingual", "composition", "search")
+FAMILIES = ("character", "lexical", "multilingual", "composition", "context", "search")
 
 WORD_RE = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
 STOPWORDS = frozenset({

@@ -3,7 +3,7 @@
 ``all``                   every attack below (the search attack included)
 ``character``, ...        every attack of a family
 ``leetspeak``             one attack
-``translate:de``          an attack with its argument (language, mode)
+``translate:de``          an attack with its argument (language, mode; ``dilution:comma``)
 ``euphemism+leetspeak``   a chain: the attacks applied one after the other
 Comma-separated specs are combined: ``character,translate:es,search``.
 """
@@ -16,6 +16,7 @@ from t2iguard.core.errors import ConfigurationError
 from t2iguard.redteam.attack import Attack, Chain, RedteamLexicon
 from t2iguard.redteam.charlevel import FullWidth, Homoglyph, Leetspeak, Misspelling, Separator, Stylized, ZeroWidth
 from t2iguard.redteam.composition import MODES, ConceptArithmetic
+from t2iguard.redteam.context import JOINS, Dilution
 from t2iguard.redteam.lexical import Euphemism, SynonymSwap, VisualSynonym
 from t2iguard.redteam.multilingual import LANGUAGES, Translate
 from t2iguard.redteam.search import SearchAttack
@@ -40,6 +41,7 @@ FAMILY_MEMBERS: dict[str, list[str]] = {
     "lexical": ["euphemism", "visual_synonym", "synonym"],
     "multilingual": [f"translate:{lang}" for lang in LANGUAGES],
     "composition": [f"concept_arithmetic:{m}" for m in MODES],
+    "context": [f"dilution:{m}" for m in JOINS],
     "search": ["search"],
 }
 
@@ -66,6 +68,8 @@ def build_attack(
         return Translate(lex, language=lang or None, mode=mode or "full")
     if base == "concept_arithmetic":
         return ConceptArithmetic(lex, mode=arg or None)
+    if base == "dilution":
+        return Dilution(lex, mode=arg or None)
     if base == "search":
         return SearchAttack(lex, budget=int(arg) if arg else budget, beam=beam, expansions=expansions)
     raise ConfigurationError(f"unknown attack {name!r}; known: {', '.join(attack_names())} (or a family, or 'all')")
