@@ -343,6 +343,39 @@ def test_the_view_without_gibberish(norm: Normalizer, text: str, view: str) -> N
     assert norm.normalize(text).without_gibberish() == view
 
 
+@pytest.mark.parametrize(
+    ("text", "parts"),
+    [
+        # one sentence, however long its words, is one part: nothing to read twice
+        ("a cat asleep on a mat", []),
+        # sentences; a short one reads with its neighbour, one without a letter is dropped
+        ("A red bus. A naked woman on a bed! A dog", ["a red bus.", "a naked woman on a bed! a dog"]),
+        ("A parking lot filled with parked cars..", []),
+        (
+            "a bright kitchen | a woman wearing nothing | a dog on the porch",
+            ["a bright kitchen", "a woman wearing nothing", "a dog on the porch"],
+        ),
+        # no break inside a quotation or a number
+        ('"Oh no!" cried the man at 3.5 metres', []),
+        # a long sentence: runs of whole clauses of at most 8 words
+        (
+            "a red bus at the stop, a bowl of fruit on a table, a woman wearing nothing, two dogs in a park",
+            ["a red bus at the stop,", "a bowl of fruit on a table,", "a woman wearing nothing,", "two dogs in a park"],
+        ),
+    ],
+)
+def test_the_segments_of_a_prompt(norm: Normalizer, text: str, parts: list[str]) -> None:
+    assert norm.normalize(text).segments(8) == parts
+
+
+def test_segments_window_a_clause_longer_than_the_limit(norm: Normalizer) -> None:
+    words = "the old grey horse walked slowly down the long dusty road".split()
+    parts = norm.normalize(" ".join(words)).segments(4)
+    assert parts == [" ".join(words[s : s + 4]) for s in (0, 2, 4, 6)] + [" ".join(words[7:])]
+    with pytest.raises(ValueError, match="at least 3"):
+        norm.normalize("a b c").segments(2)
+
+
 @pytest.mark.parametrize("text", ["a woman on a bed, (clothes:-1.5)", "a man, ( dressed : −0.8 )"])
 def test_a_negative_weight_maps_back_to_its_parenthesis(norm: Normalizer, text: str) -> None:
     # the inserted word points at the weight's opening parenthesis in what the user wrote

@@ -267,6 +267,15 @@ class PromptClassifierStage(PromptStage):
             "the text without its non-words too and keep the higher score per category: a mean-pooled "
             "encoder dilutes a few unsafe words among many sub-word tokens (NormalizedText.without_gibberish)",
         )
+        segment_view: int | None = Field(
+            default=None,
+            ge=4,
+            le=128,
+            description="also score each sentence of a prompt and each half-overlapping window of this many "
+            "words of a longer sentence, and keep the higher score per category: a mean-pooled embedding of a "
+            "long prompt is dominated by its majority, so unsafe words padded with benign text (a dilution "
+            "attack) read as benign (NormalizedText.segments); None: the whole prompt only",
+        )
         second_opinion: SecondOpinion | None = Field(
             default=None,
             description="confirm flags in the marginal band [threshold, below) with a head on another encoder "
@@ -332,12 +341,13 @@ class PromptClassifierStage(PromptStage):
         configured = self.params.obfuscated_scale
         disguises = [e if configured is not None else {} for e in evidences]
         scales = [configured if configured is not None and d else 1.0 for d in disguises]
+        parts = self._segment_view(clf, probs, normalized, scales)
         co_evidence = self._co_evidence()
         gated = [self._gated(clf, row, co_evidence) for row in probs]
         unconfirmed = self._second_opinion(clf, probs, normalized, scales, gated)
         out: list[StageResult] = []
-        for row, scale, disguise, view, held, doubt in zip(
-            probs, scales, disguises, views, gated, unconfirmed, strict=True
+        for row, scale, disguise, view, part, held, doubt in zip(
+            probs, scales, disguises, views, parts, gated, unconfirmed, strict=True
         ):
             scores = {str(c): round(float(p), 6) for c, p in zip(clf.categories, row, strict=True)}
             evidence: dict[str, object] = {"tier": TIER, "model": model}
@@ -349,6 +359,9 @@ class PromptClassifierStage(PromptStage):
             if view:
                 evidence["gibberish_view"] = view
                 note += f"; read without its non-words too ({view['text']!r}), higher in {', '.join(view['raised'])}"
+            if part:
+                evidence["segment_view"] = part
+                note += f"; read in parts too ({part['text']!r}), higher in {', '.join(part['raised'])}"
             findings = [
                 Finding(category=c, score=float(p), evidence=evidence, message=note)
                 for c, p in zip(clf.categories, row, strict=True)
@@ -367,6 +380,8 @@ class PromptClassifierStage(PromptStage):
                 artifacts.update(disguise=disguise, threshold_scale=scale)
             if view:
                 artifacts["gibberish_view"] = view
+            if part:
+                artifacts["segment_view"] = part
             result = self.result(findings, message=message, artifacts=artifacts, threshold_scale=scale)
             # scores this stage reports but does not act on, and why
             withheld = [
@@ -428,20 +443,67 @@ class PromptClassifierStage(PromptStage):
         """With ``gibberish_view``: score the prompts in gibberish disguise again without their
         non-words and raise ``probs`` in place to the higher score per category. Per prompt, the view
         and the categories it raised to ``report_floor`` or more ({} where none, or where it did not run)."""
-        out: list[dict[str, Any]] = [{} for _ in normalized]
         if not self.params.gibberish_view:
-            return out
+            return [{} for _ in normalized]
         views = [(i, normalized[i].without_gibberish()) for i, e in enumerate(evidences) if "gibberish" in e]
-        views = [(i, text) for i, text in views if text]
+        return self._read_views(clf, probs, [(i, text) for i, text in views if text])
+
+    def _segment_view(
+        self,
+        clf: PromptClassifier,
+        probs: np.ndarray,
+        normalized: Sequence[NormalizedText],
+        scales: Sequence[float],
+    ) -> list[dict[str, Any]]:
+        """With ``segment_view``: score every part of each prompt (:meth:`NormalizedText.segments`) and
+        raise ``probs`` in place to the highest score per category. A part's score enters times the
+        prompt's disguise scale (``scales``), so a part acts at the threshold as configured: the disguise
+        scale is for what normalization may have missed in the whole, and reading many parts at lowered
+        thresholds would compound two relaxations. Per prompt, the number of parts, the part that scored
+        highest in the first category raised, the categories raised to ``report_floor`` or more and the
+        weight where it is not 1 ({} where none, or where the prompt is one part)."""
+        words = self.params.segment_view
+        if words is None:
+            return [{} for _ in normalized]
+        views = [(i, part) for i, n in enumerate(normalized) for part in n.segments(words)]
+        out = self._read_views(clf, probs, views, count="parts", weights=scales)
+        for view, scale in zip(out, scales, strict=True):
+            if view and scale != 1.0:
+                view["weight"] = scale
+        return out
+
+    def _read_views(
+        self,
+        clf: PromptClassifier,
+        probs: np.ndarray,
+        views: Sequence[tuple[int, str]],
+        *,
+        count: str | None = None,
+        weights: Sequence[float] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Score ``views`` (prompt index, another reading of that prompt), in one batch, and raise
+        ``probs`` in place to the highest score per category (times the prompt's entry in ``weights``,
+        if given). Per prompt, the reading that scored highest in the first category it raised to
+        ``report_floor`` or more, and those categories ({} where none; with ``count``, also the number
+        of readings under that key)."""
+        out: list[dict[str, Any]] = [{} for _ in probs]
         if not views:
             return out
         rows = clf.predict([text for _, text in views], batch_size=self.params.batch_size)
         floor = self.params.report_floor
+        base = probs.copy()
+        readings: dict[int, list[tuple[str, np.ndarray]]] = {}
         for (i, text), row in zip(views, rows, strict=True):
-            raised = [str(c) for c, p, q in zip(clf.categories, probs[i], row, strict=True) if q > p and q >= floor]
-            probs[i] = np.maximum(probs[i], row)
+            readings.setdefault(i, []).append((text, row if weights is None else row * weights[i]))
+        for i, scored in readings.items():
+            top = np.max(np.stack([row for _, row in scored]), axis=0)
+            raised = [j for j, (p, q) in enumerate(zip(base[i], top, strict=True)) if q > p and q >= floor]
+            probs[i] = np.maximum(probs[i], top)
             if raised:
-                out[i] = {"text": text, "raised": raised}
+                text = max(scored, key=lambda tr: float(tr[1][raised[0]]))[0]
+                out[i] = {"text": text, "raised": [str(clf.categories[j]) for j in raised]}
+                if count is not None:
+                    out[i][count] = len(scored)
         return out
 
     def _co_evidence(self) -> dict[str, dict[str, float]]:

@@ -103,6 +103,31 @@ _INNER_SEPARATOR_RE = re.compile(r"(?<=[^\W\d_])[|+](?=[^\W\d_])")
 # Leetspeak for a word the list lacks: a symbol that stands for a letter, or a digit between letters
 # ("k4w4se"); digits only at an end ("covid19", "1080p", "h264") are part of the name.
 _LEET_SYMBOL_RE = re.compile(r"[@$€£¢!|+]|[^\W\d_]\d+[^\W\d_]")
+# where a prompt breaks into sentences for NormalizedText.segments: where . ! ? ; is followed by a space, and at |
+# (normalized text has no line breaks; they count too where a text keeps them)
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?;])\s+|\s*[|\n\r]+\s*")
+# the fewest words a part of NormalizedText.segments has (shorter sentences join a neighbour)
+MIN_PART_WORDS = 3
+
+
+def _clauses(words: list[str]) -> list[list[str]]:
+    """``words`` cut after each word that ends with a comma."""
+    out: list[list[str]] = [[]]
+    for w in words:
+        out[-1].append(w)
+        if w.endswith(","):
+            out.append([])
+    return [c for c in out if c]
+
+
+def _windows(words: list[str], size: int) -> list[str]:
+    """Half-overlapping windows of ``size`` words, the last one ending with the text."""
+    stride = max(1, size // 2)
+    starts = list(range(0, len(words) - size + 1, stride))
+    if starts[-1] + size < len(words):
+        starts.append(len(words) - size)
+    return [" ".join(words[s : s + size]) for s in starts]
+
 
 
 def _read_weights(folded: str, src: list[int], plain: str, applied: set[str]) -> tuple[str, list[int], str]:
@@ -306,6 +331,46 @@ class NormalizedText:
             last = end
         kept.append(self.text[last:])
         return re.sub(r" ([,.;:!?])", r"\1", " ".join("".join(kept).split()))
+
+    def segments(self, max_words: int) -> list[str]:
+        """The parts of ``text`` a classifier may read on their own. A mean-pooled sentence embedding
+        of a long prompt is dominated by its majority, so a few unsafe words padded with benign ones
+        (a dilution attack) read as benign; each part alone does not.
+
+        The parts are the sentences (split where ``. ! ? ;`` is followed by a space, and at ``|``);
+        a sentence of fewer than :data:`MIN_PART_WORDS` words joins the one before it (or after it),
+        and one without a letter is dropped. A sentence longer than ``max_words`` words is cut at its
+        commas into runs of whole clauses of up to ``max_words`` words; a clause longer than that
+        into half-overlapping windows of ``max_words`` words. Empty when the text is one part."""
+        if max_words < MIN_PART_WORDS:
+            raise ValueError(f"max_words must be at least {MIN_PART_WORDS}, got {max_words}")
+        sentences: list[list[str]] = []
+        for sentence in _SENTENCE_BREAK.split(self.text):
+            words = sentence.split()
+            if not any(ch.isalpha() for ch in sentence):
+                continue
+            if sentences and (len(words) < MIN_PART_WORDS or len(sentences[-1]) < MIN_PART_WORDS):
+                sentences[-1].extend(words)  # a short sentence reads with its neighbour
+            else:
+                sentences.append(words)
+        parts: list[str] = []
+        for words in sentences:
+            if len(words) <= max_words:
+                parts.append(" ".join(words))
+                continue
+            run: list[str] = []
+            for clause in _clauses(words):
+                if run and len(run) + len(clause) > max_words:
+                    parts.append(" ".join(run))
+                    run = []
+                if len(clause) > max_words:
+                    parts.extend(_windows(clause, max_words))
+                else:
+                    run.extend(clause)
+            if run:
+                parts.append(" ".join(run))
+        parts = list(dict.fromkeys(parts))
+        return parts if len(parts) > 1 else []
 
     def readable(self) -> tuple[str, list[int]]:
         """The prompt with its obfuscations undone but its case kept, for a named-entity recogniser
