@@ -79,28 +79,39 @@ def blocked(d: Decision | Exception) -> bool:
     return not isinstance(d, Decision) or d.action >= Action.BLOCK
 
 
-def benign_with_gibberish(
-    data: Path, models: ModelCache, lex: Any, extra_authored: list[Path]
-) -> tuple[int, list[str]]:
-    """The benign training prompts as written, and those of them with the gibberish evidence."""
+def benign_training(data: Path, lex: Any, extra_authored: list[Path]) -> list[str]:
+    """The benign training prompts as written (CoProV2 train safe, Six-CD Dual-Version clean, COCO
+    rows < 20,000, the English head's authored benign prompts), sorted, once each."""
     stats: Counter[str] = Counter()
     rows = T.load_coprov2(data, lex, stats) + T.load_sixcd(data, lex, stats)
     rows += T.load_coco(data, lex, stats, stop=T.COCO_TRAIN_ROWS)
     rng = random.Random(0)
     for path in [HERE / "authored_prompts.yaml", *extra_authored]:
         rows += T.load_authored(path, rng)
-    benign = sorted({e.text for e in rows if not any(v == 1 for v in e.labels.values())})
+    return sorted({e.text for e in rows if not any(v == 1 for v in e.labels.values())})
+
+
+def benign_with_gibberish(
+    data: Path, models: ModelCache, lex: Any, extra_authored: list[Path]
+) -> tuple[int, list[str]]:
+    """The number of benign training prompts, and those of them with the gibberish evidence."""
+    benign = benign_training(data, lex, extra_authored)
     norm = default_normalizer(models)
     return len(benign), [t for t in benign if "gibberish" in norm.normalize(t).obfuscation()]
 
 
-def noised_unsafe(data: Path, models: ModelCache, lex: Any, run: dict[str, Any], n: int) -> dict[str, list[str]]:
-    """Per noise op, ``n`` held-out unsafe rows of the shipped English head's test split, noised."""
+def held_out_unsafe(data: Path, models: ModelCache, lex: Any, run: dict[str, Any]) -> list[str]:
+    """The unsafe rows of the shipped English head's test split (rebuilt from its head.json)."""
     examples, _probe, _norm = T.load_examples(
         data, models, lex, random.Random(run["seed"]), run["extra_authored"], Counter(), probe_rows=run["probe"]
     )
     test = [e for e in examples if T.split_of(e.group, run["seed"]) == "test"]
-    unsafe = [e.text for e, u in zip(test, T.test_masks(test)["unsafe"], strict=True) if u]
+    return [e.text for e, u in zip(test, T.test_masks(test)["unsafe"], strict=True) if u]
+
+
+def noised_unsafe(data: Path, models: ModelCache, lex: Any, run: dict[str, Any], n: int) -> dict[str, list[str]]:
+    """Per noise op, ``n`` held-out unsafe rows of the shipped English head's test split, noised."""
+    unsafe = held_out_unsafe(data, models, lex, run)
     noiser, rng = T.Noiser(lex), random.Random(0)
     return {op: [noiser.apply(t, rng, op) for t in rng.sample(unsafe, min(n, len(unsafe)))] for op in NOISE_OPS}
 
