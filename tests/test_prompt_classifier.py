@@ -298,8 +298,9 @@ def test_indirect_tier_decides_what_the_first_head_misses(stack: SafetyStack, pr
 
 
 def test_the_english_tiers_embed_a_batch_once(models: ModelCache, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``classifier`` and ``classifier_indirect`` read one MiniLM embedding per prompt: the encoder
-    keeps its last batch (``encode_windows``), so the second tier costs a head, not an encoder pass."""
+    """``classifier`` and ``classifier_indirect`` read one MiniLM embedding per prompt and per part
+    (``segment_view``): the encoder keeps its last few batches (``encode_windows``), so the second
+    tier costs a head, not an encoder pass."""
     encoder = load_classifier(models).encoder
     assert isinstance(encoder, MiniLMEncoder)
     calls: list[int] = []
@@ -315,8 +316,9 @@ def test_the_english_tiers_embed_a_batch_once(models: ModelCache, monkeypatch: p
             if (st.get("name") or st["stage"]) in disabled:
                 st["enabled"] = False
         calls.clear()
-        # a batch no earlier call embedded (the encoder keeps only the last one)
+        # a batch no earlier call embedded (the encoder keeps the last few), with a prompt in parts
         batch = [f"{p}, number {len(disabled)}" for p in BENIGN]
+        batch.append(f"a red bus waits at the stop. a bowl of fruit on a table. a dog naps, number {len(disabled)}")
         SafetyStack(policy_from_dict(pol), models=models).check_prompts(batch)
         return len(calls)
 

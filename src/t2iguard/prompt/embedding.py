@@ -25,6 +25,7 @@ import logging
 import os
 import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -38,6 +39,9 @@ from t2iguard.core.stage import ModelCache
 from t2iguard.image.onnx import package_file
 
 log = logging.getLogger(__name__)
+# batches an encoder remembers the embeddings of (MiniLMEncoder.encode_windows): the prompts and up
+# to three other readings of them, for the tiers that share the encoder
+RECENT_BATCHES = 4
 
 
 @runtime_checkable
@@ -342,10 +346,11 @@ class MiniLMEncoder:
             threads = 1
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
-        # the last encode_windows call's texts and result: the English classifier tiers (two heads on
-        # this one encoder) read the same batch, which is embedded once
-        self._last: tuple[tuple[str, ...], np.ndarray, np.ndarray] | None = None
-        self._last_lock = threading.Lock()
+        # the last few encode_windows calls' texts and results: the English classifier tiers (two heads
+        # on this one encoder) read the same batches -- the prompts, then their parts or other views
+        # (segment_view, gibberish_view) -- which are embedded once
+        self._recent: OrderedDict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._recent_lock = threading.Lock()
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
@@ -370,10 +375,11 @@ class MiniLMEncoder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32), np.zeros(0, dtype=np.int64)
         key = tuple(texts)
-        with self._last_lock:
-            last = self._last
-        if last is not None and last[0] == key:
-            return last[1], last[2]
+        with self._recent_lock:
+            hit = self._recent.get(key)
+            if hit is not None:
+                self._recent.move_to_end(key)
+                return hit
         ids: list[list[int]] = []
         owners: list[int] = []
         for i, enc in enumerate(self._windowed.encode_batch(list(texts))):
@@ -383,8 +389,10 @@ class MiniLMEncoder:
         emb, own = self._embed(ids, batch_size), np.asarray(owners, dtype=np.int64)
         emb.flags.writeable = False
         own.flags.writeable = False
-        with self._last_lock:
-            self._last = (key, emb, own)
+        with self._recent_lock:
+            self._recent[key] = (emb, own)
+            while len(self._recent) > RECENT_BATCHES:
+                self._recent.popitem(last=False)
         return emb, own
 
     def _embed(self, sequences: list[list[int]], batch_size: int) -> np.ndarray:
