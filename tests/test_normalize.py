@@ -369,7 +369,7 @@ def test_the_segments_of_a_prompt(norm: Normalizer, text: str, parts: list[str])
 
 
 def test_segments_window_a_clause_longer_than_the_limit(norm: Normalizer) -> None:
-    words = "the old grey horse walked slowly down the long dusty road".split()
+    words = ["the", "old", "grey", "horse", "walked", "slowly", "down", "the", "long", "dusty", "road"]
     parts = norm.normalize(" ".join(words)).segments(4)
     assert parts == [" ".join(words[s : s + 4]) for s in (0, 2, 4, 6)] + [" ".join(words[7:])]
     with pytest.raises(ValueError, match="at least 3"):
