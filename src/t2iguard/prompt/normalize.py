@@ -129,7 +129,6 @@ def _windows(words: list[str], size: int) -> list[str]:
     return [" ".join(words[s : s + size]) for s in starts]
 
 
-
 def _read_weights(folded: str, src: list[int], plain: str, applied: set[str]) -> tuple[str, list[int], str]:
     """Read the prompt-weighting syntax of common UIs (``(word:1.3)``, AUTOMATIC1111/ComfyUI) as text:
     a weight emphasises, so ``(red:1.3)`` is "red"; a negative weight steers the image away from a
