@@ -802,6 +802,12 @@ Ring-A-Bell, UnlearnDiffAtk, ErasureBenchmark) are produced by `t2iguard bench p
   recover what the embedding lost. The classifier stage's `gibberish_view` (a policy setting, on
   in the default policy for the English head) reads such a prompt a second time without its
   non-words and keeps the higher score.
+- The same dilution by benign words: one mean-pooled embedding of a long prompt follows its
+  majority, so an unsafe request padded with everyday sentences reads as an everyday scene (the red
+  team's `dilution` attack). The stage's `segment_view` (on in the default policy for the English
+  head and the indirect tier, 24 words) also scores each sentence and each run of whole clauses
+  and keeps the highest score; a request hidden in a long comma list is still read with a clause
+  or two of its neighbours.
 - Label noise: CoProV2's categories and safe rewrites are LLM-generated; the rules above remove
   the clearest errors only.
 """
