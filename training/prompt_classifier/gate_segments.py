@@ -23,7 +23,6 @@ above allow. Decisions: the rules in NOTES.md::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import sys
@@ -39,7 +38,6 @@ import gate as G  # noqa: E402
 import gate_view as V  # noqa: E402
 import train as T  # noqa: E402
 
-from bench_disguise import load as disguise_seeds  # noqa: E402
 from t2iguard.core.decision import Decision  # noqa: E402
 from t2iguard.core.pipeline import SafetyStack  # noqa: E402
 from t2iguard.core.policy import Policy, default_policy  # noqa: E402
@@ -47,8 +45,6 @@ from t2iguard.core.stage import ModelCache  # noqa: E402
 from t2iguard.core.types import Action  # noqa: E402
 from t2iguard.prompt.classifier import HEAD_DIR  # noqa: E402
 from t2iguard.prompt.normalize import default_normalizer  # noqa: E402
-from t2iguard.redteam.attack import Attack  # noqa: E402
-from t2iguard.redteam.catalog import build_attacks  # noqa: E402
 
 CHECKS = frozenset({"blocklist", "classifier", "classifier_indirect", "classifier_multilingual"})
 PADS = (1, 2, 4)
@@ -57,19 +53,7 @@ JOINS = {"period": ". ", "comma": ", "}
 
 def with_segments(policy: Policy, stages: set[str], words: int | None) -> Policy:
     """``policy`` with ``segment_view`` set to ``words`` on the classifier stages named ``stages``."""
-    names = {st.instance_name for st in policy.stages if st.stage == "classifier"}
-    if not stages <= names:
-        raise SystemExit(f"no classifier stage {sorted(stages - names)} in the policy (has {sorted(names)})")
-    return policy.model_copy(
-        update={
-            "stages": [
-                st.model_copy(update={"params": {**st.params, "segment_view": words}})
-                if st.stage == "classifier" and st.instance_name in stages
-                else st
-                for st in policy.stages
-            ]
-        }
-    )
+    return V.with_params(policy, stages, segment_view=words)
 
 
 def caught(d: Decision | Exception) -> bool:
@@ -132,12 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     T.log(f"B1: {len(parts)} of {len(benign)} benign training prompts have more than one part")
     result["B1"] = {"n": len(benign), "parts": len(parts), **count(parts, caught)}
 
-    seeds = disguise_seeds(args.data, 300, 5)["benign"]
-    kept = [s for s, d in zip(seeds, stacks["base"].check_prompts(seeds), strict=True) if not V.blocked(d)]
-    result["B3"] = {"seeds": len(seeds), "counted": len(kept), "blocked": {}}
-    for attack in (a for a in build_attacks("character") if isinstance(a, Attack)):
-        T.log(f"B3 {attack.label}")
-        result["B3"]["blocked"][attack.label] = count([attack.variant(s, 0).prompt for s in kept], V.blocked)
+    n_seeds, n_kept, attacked = V.attacked_benign_seeds(args.data, stacks["base"])
+    result["B3"] = {"seeds": n_seeds, "counted": n_kept, "blocked": {}}
+    for label, variants in attacked.items():
+        T.log(f"B3 {label}")
+        result["B3"]["blocked"][label] = count(variants, V.blocked)
 
     result["summary"] = {}
     for arm in list(arms)[1:]:
@@ -149,10 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             "B2_gain_pt": round(100 * sum(r[arm] - r["base"] for r in b2) / sum(r["n"] for r in b2), 2),
             "B3_max_gain": max(r[arm] - r["base"] for r in result["B3"]["blocked"].values()),
         }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json is not None:
-        args.json.write_text(text + "\n")
+    V.emit(result, args.json)
     return 0
 
 

@@ -53,21 +53,26 @@ from t2iguard.redteam.catalog import build_attacks  # noqa: E402
 NOISE_OPS = ("suffix", "insert")
 
 
-def with_view(policy: Policy, stages: set[str], on: bool) -> Policy:
-    """``policy`` with ``gibberish_view`` set to ``on`` on the classifier stages named ``stages``."""
+def with_params(policy: Policy, stages: set[str], **params: Any) -> Policy:
+    """``policy`` with ``params`` set on the classifier stages named ``stages``."""
     names = {st.instance_name for st in policy.stages if st.stage == "classifier"}
     if not stages <= names:
         raise SystemExit(f"no classifier stage {sorted(stages - names)} in the policy (has {sorted(names)})")
     return policy.model_copy(
         update={
             "stages": [
-                st.model_copy(update={"params": {**st.params, "gibberish_view": on}})
+                st.model_copy(update={"params": {**st.params, **params}})
                 if st.stage == "classifier" and st.instance_name in stages
                 else st
                 for st in policy.stages
             ]
         }
     )
+
+
+def with_view(policy: Policy, stages: set[str], on: bool) -> Policy:
+    """``policy`` with ``gibberish_view`` set to ``on`` on the classifier stages named ``stages``."""
+    return with_params(policy, stages, gibberish_view=on)
 
 
 def acted(d: Decision | Exception) -> bool:
@@ -77,6 +82,23 @@ def acted(d: Decision | Exception) -> bool:
 
 def blocked(d: Decision | Exception) -> bool:
     return not isinstance(d, Decision) or d.action >= Action.BLOCK
+
+
+def attacked_benign_seeds(data: Path, base: SafetyStack) -> tuple[int, int, dict[str, list[str]]]:
+    """``bench/bench_disguise.py``'s benign seeds (n 300, seed 5) that ``base`` does not block, under
+    each character attack: (seeds, seeds counted, attack label -> attacked seeds)."""
+    seeds = disguise_seeds(data, 300, 5)["benign"]
+    kept = [s for s, d in zip(seeds, base.check_prompts(seeds), strict=True) if not blocked(d)]
+    attacks = (a for a in build_attacks("character") if isinstance(a, Attack))
+    return len(seeds), len(kept), {a.label: [a.variant(s, 0).prompt for s in kept] for a in attacks}
+
+
+def emit(result: dict[str, Any], path: Path | None) -> None:
+    """Print a gate's result as JSON, and write it to ``path`` if given."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if path is not None:
+        path.write_text(text + "\n")
 
 
 def benign_training(data: Path, lex: Any, extra_authored: list[Path]) -> list[str]:
@@ -139,13 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"stages": args.stages, "benign": {"n": n_benign, "gibberish": len(soup)}}
     result["benign"]["acted"] = count(soup, acted)
 
-    seeds = disguise_seeds(args.data, 300, 5)["benign"]
-    kept = [s for s, d in zip(seeds, stacks["base"].check_prompts(seeds), strict=True) if not blocked(d)]
-    result["disguise_benign"] = {"seeds": len(seeds), "counted": len(kept), "blocked": {}}
-    for attack in (a for a in build_attacks("character") if isinstance(a, Attack)):
-        variants = [attack.variant(s, 0).prompt for s in kept]
-        result["disguise_benign"]["blocked"][attack.label] = count(variants, blocked)
-        T.log(f"benign seeds under {attack.label}: {result['disguise_benign']['blocked'][attack.label]}")
+    n_seeds, n_kept, attacked = attacked_benign_seeds(args.data, stacks["base"])
+    result["disguise_benign"] = {"seeds": n_seeds, "counted": n_kept, "blocked": {}}
+    for label, variants in attacked.items():
+        result["disguise_benign"]["blocked"][label] = count(variants, blocked)
+        T.log(f"benign seeds under {label}: {result['disguise_benign']['blocked'][label]}")
 
     result["noised_unsafe"] = {}
     for op, rows in noised_unsafe(args.data, models, lex, run, args.n).items():
@@ -154,10 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     noised = result["noised_unsafe"].values()
     gain = sum(r["arm"] - r["base"] for r in noised) / sum(r["n"] for r in noised)
     result["noised_unsafe_gain_pt"] = round(100 * gain, 2)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json is not None:
-        args.json.write_text(text + "\n")
+    emit(result, args.json)
     return 0
 
 
