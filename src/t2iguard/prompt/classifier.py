@@ -271,10 +271,10 @@ class PromptClassifierStage(PromptStage):
             default=None,
             ge=4,
             le=128,
-            description="also score each sentence of a prompt and each half-overlapping window of this many "
-            "words of a longer sentence, and keep the higher score per category: a mean-pooled embedding of a "
-            "long prompt is dominated by its majority, so unsafe words padded with benign text (a dilution "
-            "attack) read as benign (NormalizedText.segments); None: the whole prompt only",
+            description="also score each sentence of a prompt and, in a sentence longer than this many words, "
+            "each run of whole clauses of at most this many words, and keep the higher score per category: a "
+            "mean-pooled embedding of a long prompt is dominated by its majority, so unsafe words padded with "
+            "benign text (a dilution attack) read as benign (NormalizedText.segments); None: the whole prompt only",
         )
         second_opinion: SecondOpinion | None = Field(
             default=None,
@@ -491,13 +491,12 @@ class PromptClassifierStage(PromptStage):
             return out
         rows = clf.predict([text for _, text in views], batch_size=self.params.batch_size)
         floor = self.params.report_floor
-        base = probs.copy()
         readings: dict[int, list[tuple[str, np.ndarray]]] = {}
         for (i, text), row in zip(views, rows, strict=True):
             readings.setdefault(i, []).append((text, row if weights is None else row * weights[i]))
         for i, scored in readings.items():
             top = np.max(np.stack([row for _, row in scored]), axis=0)
-            raised = [j for j, (p, q) in enumerate(zip(base[i], top, strict=True)) if q > p and q >= floor]
+            raised = [j for j, (p, q) in enumerate(zip(probs[i], top, strict=True)) if q > p and q >= floor]
             probs[i] = np.maximum(probs[i], top)
             if raised:
                 text = max(scored, key=lambda tr: float(tr[1][raised[0]]))[0]
