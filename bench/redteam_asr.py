@@ -28,6 +28,7 @@ from t2iguard.cli.redteam import load_seeds
 from t2iguard.core.pipeline import SafetyStack
 from t2iguard.core.policy import default_policy, load_policy
 from t2iguard.redteam.asr import run_redteam
+from t2iguard.redteam.attack import FAMILIES
 from t2iguard.redteam.catalog import build_attacks
 from t2iguard.redteam.render import redteam_html, redteam_markdown, write_redteam_report
 from t2iguard.redteam.report import md_table, pct, write_outputs
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             write_redteam_report(data, args.out, stem=f"redteam_{name}")
         summary[name] = data
         print(f"[{name}] {data['seeds']['blocked']} blocked; {result.elapsed_s:.1f} s", file=sys.stderr)
-    families = ["character", "lexical", "multilingual", "composition", "context", "search"]
+    families = list(FAMILIES)
     rows = []
     for name, d in summary.items():
         fams = d["families"]

@@ -45,10 +45,10 @@ from t2iguard.core.stage import ModelCache  # noqa: E402
 from t2iguard.core.types import Action  # noqa: E402
 from t2iguard.prompt.classifier import HEAD_DIR  # noqa: E402
 from t2iguard.prompt.normalize import default_normalizer  # noqa: E402
+from t2iguard.redteam.context import JOINS  # noqa: E402
 
 CHECKS = frozenset({"blocklist", "classifier", "classifier_indirect", "classifier_multilingual"})
 PADS = (1, 2, 4)
-JOINS = {"period": ". ", "comma": ", "}
 
 
 def with_segments(policy: Policy, stages: set[str], words: int | None) -> Policy:
