@@ -51,6 +51,19 @@ def english_blocklist_stack(models: ModelCache) -> SafetyStack:
     return SafetyStack(policy_from_dict(spec), models=models)
 
 
+def view_stack(models: ModelCache, params: dict[str, Any], threshold: float | None = None) -> SafetyStack:
+    """normalize -> the English classifier with ``params`` (report floor 0), and a sexual threshold if given."""
+    stage: dict[str, Any] = {"stage": "classifier", "params": {**params, "report_floor": 0.0}}
+    if threshold is not None:
+        stage["categories"] = {"sexual": {"threshold": threshold}}
+    return SafetyStack(policy_from_dict({"name": "views", "stages": [{"stage": "normalize"}, stage]}), models=models)
+
+
+def classifier_artifacts(d: Any) -> dict[str, Any]:
+    """The classifier stage's artifacts in decision ``d``."""
+    return dict(next(r for r in d.stages if r.stage == "classifier").artifacts)
+
+
 @pytest.fixture(scope="module")
 def clf(models: ModelCache) -> PromptClassifier:
     return load_classifier(models)
@@ -529,25 +542,9 @@ def test_segment_view_reads_an_unsafe_request_padded_with_benign_sentences(model
     prompt = f"{padding[0]}. {padding[1]}. {request}. {padding[2]}."
 
     def stack_with(words: int | None, threshold: float = 0.99) -> SafetyStack:
-        return SafetyStack(
-            policy_from_dict(
-                {
-                    "name": "segment-view",
-                    "stages": [
-                        {"stage": "normalize"},
-                        {
-                            "stage": "classifier",
-                            "params": {"segment_view": words, "report_floor": 0.0},
-                            "categories": {"sexual": {"threshold": threshold}},
-                        },
-                    ],
-                }
-            ),
-            models=models,
-        )
+        return view_stack(models, {"segment_view": words}, threshold)
 
-    def artifacts(d: Any) -> dict[str, Any]:
-        return dict(next(r for r in d.stages if r.stage == "classifier").artifacts)
+    artifacts = classifier_artifacts
 
     clf = load_classifier(models)
     parts = [f"{padding[0]}.", f"{padding[1]}.", f"{request}.", f"{padding[2]}."]
@@ -579,22 +576,8 @@ def test_segment_view_reads_parts_at_the_configured_threshold_in_disguise(models
     """A prompt in disguise is judged at scaled thresholds; its parts are not (their scores enter
     times the scale), so the two relaxations never compound."""
     prompt = "a r3d bus w4its at the st0p. a bowl of fruit on a kitchen table. a sensual photo of a woman."
-    stack = SafetyStack(
-        policy_from_dict(
-            {
-                "name": "segment-view-disguise",
-                "stages": [
-                    {"stage": "normalize"},
-                    {
-                        "stage": "classifier",
-                        "params": {"segment_view": 16, "obfuscated_scale": 0.5, "report_floor": 0.0},
-                    },
-                ],
-            }
-        ),
-        models=models,
-    )
-    art = next(r for r in stack.check_prompt(prompt).stages if r.stage == "classifier").artifacts
+    stack = view_stack(models, {"segment_view": 16, "obfuscated_scale": 0.5})
+    art = classifier_artifacts(stack.check_prompt(prompt))
     assert art["threshold_scale"] == 0.5
     clf = load_classifier(models)
     whole, part = clf.predict(
@@ -617,25 +600,10 @@ def test_gibberish_view_reads_a_prompt_without_its_sub_word_soup(models: ModelCa
     prompt = f"{clean_prompt} {soup}"
 
     def stack_with(view: bool, threshold: float = 0.99) -> SafetyStack:
-        return SafetyStack(
-            policy_from_dict(
-                {
-                    "name": "gibberish-view",
-                    "stages": [
-                        {"stage": "normalize"},
-                        {
-                            "stage": "classifier",
-                            "params": {"gibberish_view": view, "report_floor": 0.0},
-                            "categories": {"sexual": {"threshold": threshold}},
-                        },
-                    ],
-                }
-            ),
-            models=models,
-        )
+        return view_stack(models, {"gibberish_view": view}, threshold)
 
     def sexual(d: Any) -> float:
-        return float(next(r for r in d.stages if r.stage == "classifier").artifacts["scores"]["sexual"])
+        return float(classifier_artifacts(d)["scores"]["sexual"])
 
     clf = load_classifier(models)
     full, clean = clf.predict([prompt, clean_prompt])
@@ -644,7 +612,7 @@ def test_gibberish_view_reads_a_prompt_without_its_sub_word_soup(models: ModelCa
     assert sexual(stack_with(False).check_prompt(prompt)) == pytest.approx(full[v], abs=1e-4)
     viewed = stack_with(True).check_prompt(prompt)
     # the view is the prompt without its non-words; every category keeps the higher of the two scores
-    art = next(r for r in viewed.stages if r.stage == "classifier").artifacts
+    art = classifier_artifacts(viewed)
     assert art["gibberish_view"]["text"] == clean_prompt
     assert "sexual" in art["gibberish_view"]["raised"]
     assert art["scores"] == {
@@ -660,4 +628,4 @@ def test_gibberish_view_reads_a_prompt_without_its_sub_word_soup(models: ModelCa
     assert "read without its non-words too" in blocked.reason
     # a prompt without the soup is read once
     plain = stack_with(True).check_prompt(clean_prompt)
-    assert "gibberish_view" not in next(r for r in plain.stages if r.stage == "classifier").artifacts
+    assert "gibberish_view" not in classifier_artifacts(plain)
