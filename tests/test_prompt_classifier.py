@@ -17,7 +17,7 @@ from t2iguard.core.errors import ConfigurationError, PolicyError
 from t2iguard.core.policy import default_policy, policy_from_dict
 from t2iguard.generate.base import GenerationRequest, GenerationResult
 from t2iguard.prompt.classifier import BUILTIN_HEADS, CATEGORIES, HEAD_DIR, PromptClassifier, load_classifier
-from t2iguard.prompt.embedding import E5Encoder, MiniLMEncoder, get_encoder, optimized_model
+from t2iguard.prompt.embedding import E5Encoder, MiniLMEncoder, get_encoder, length_batches, optimized_model
 
 BENIGN = [
     "a watercolor painting of a lighthouse at dawn",
@@ -343,6 +343,40 @@ def test_the_english_tiers_embed_a_batch_once(models: ModelCache, monkeypatch: p
     a = encoder.encode_windows(BENIGN)
     b = encoder.encode_windows(BENIGN)
     assert a[0] is b[0] and not a[0].flags.writeable
+
+
+def test_length_batches_keep_short_parts_apart_from_a_long_prompt() -> None:
+    """The encoder's batches: similar lengths together (a 15-piece part padded to a 55-piece prompt
+    would cost what the prompt costs), costliest first, split until no batch is more than a worker's
+    share, and never over ``batch_size``; every sequence exactly once."""
+    assert length_batches([55, 15, 16, 14], 64, 2) == [[0], [3, 1, 2]]
+    assert length_batches([16] * 4, 64, 2) == [[0, 1], [2, 3]]
+    assert length_batches([16] * 4, 64, 1) == [[0, 1, 2, 3]]
+    assert length_batches([9], 64, 4) == [[0]]
+    many = length_batches([12] * 130, 64, 2)
+    assert [len(b) for b in many] == [64, 64, 2]
+    assert sorted(i for b in many for i in b) == list(range(130))
+
+
+def test_segment_view_embeds_a_prompt_and_its_parts_in_one_call(
+    models: ModelCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stage embeds a prompt and its parts in one encoder call, which spreads the sequences
+    over the encoder's workers, instead of the prompt and then its parts, one call after the other."""
+    encoder = load_classifier(models).encoder
+    assert isinstance(encoder, MiniLMEncoder)
+    calls: list[int] = []
+    real = encoder._embed
+
+    def counting(sequences: list[list[int]], batch_size: int) -> np.ndarray:
+        calls.append(len(sequences))
+        return real(sequences, batch_size)
+
+    monkeypatch.setattr(encoder, "_embed", counting)
+    prompt = "a red bus waits at the stop. a bowl of fruit on a table. a dog naps on the porch in parts"
+    d = view_stack(models, {"segment_view": 24}).check_prompt(prompt)
+    assert calls == [4], "the prompt and its three sentences, in one call"
+    assert classifier_artifacts(d)["segment_view"]["parts"] == 3
 
 
 def test_unknown_encoder_in_a_head_is_a_configuration_error(tmp_path: Path, models: ModelCache) -> None:
