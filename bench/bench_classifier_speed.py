@@ -1,6 +1,8 @@
 """Prompt classifier speed: single-prompt latency and batched throughput of the learned classifier
 (MiniLM encoder + head, windows over long prompts), on COCO captions (rows >= 20,000, evaluation
-rows: only timed here, nothing is fitted).
+rows: only timed here, nothing is fitted); and of the default policy's English ``classifier`` stage
+(after ``normalize``: the disguise, gibberish and segment views as configured) on those captions
+and on long prompts, four captions joined by ". " or ", " (each read in parts by ``segment_view``).
 
     python bench/bench_classifier_speed.py [--data ../shared/benchmarks] [--n 2000]
 
@@ -20,8 +22,35 @@ from pathlib import Path
 
 import numpy as np
 
+from t2iguard.core.pipeline import SafetyStack
+from t2iguard.core.policy import default_policy, policy_from_dict
 from t2iguard.core.stage import ModelCache
 from t2iguard.prompt.classifier import load_classifier
+
+
+def classifier_stack(models: ModelCache) -> SafetyStack:
+    """normalize -> the default policy's English ``classifier`` stage, as configured there."""
+    stages = default_policy().model_dump(mode="json")["stages"]
+    keep = [st for st in stages if st["stage"] == "normalize" or (st.get("name") or st["stage"]) == "classifier"]
+    return SafetyStack(policy_from_dict({"name": "classifier-speed", "stages": keep}), models=models)
+
+
+def stage_timing(stack: SafetyStack, texts: list[str]) -> dict[str, float]:
+    """The ``classifier`` stage's own latency (its trace timing), one prompt per call, and the stack's
+    throughput on all of ``texts`` in one call."""
+    lat = []
+    for t in texts[: len(texts) // 2]:
+        d = stack.check_prompt(t)
+        lat.append(next(r.latency_ms for r in d.stages if r.stage == "classifier"))
+    rest = texts[len(texts) // 2 :]
+    t0 = time.perf_counter()
+    stack.check_prompts(rest)
+    return {
+        "p50": float(np.percentile(lat, 50)),
+        "p95": float(np.percentile(lat, 95)),
+        "n": len(lat),
+        "batched_prompts_per_s": len(rest) / (time.perf_counter() - t0),
+    }
 
 
 def main() -> None:
@@ -37,7 +66,8 @@ def main() -> None:
     # tier), so timing one batch three times would time that memo, not the encoder
     batches = [rows[i * args.n : (i + 1) * args.n] for i in range(3)]
     texts = batches[0]
-    clf = load_classifier(ModelCache())
+    models = ModelCache()
+    clf = load_classifier(models)
     clf.predict(rows[-64:])  # warm-up
     runs = []
     for batch in batches:
@@ -49,12 +79,20 @@ def main() -> None:
         t0 = time.perf_counter()
         clf.predict([t])
         lat.append((time.perf_counter() - t0) * 1e3)
+    stack = classifier_stack(models)
+    stack.check_prompts(rows[-64:])  # warm-up
+    captions = rows[2 * args.n : 2 * args.n + 2 * args.single]
+    joined = [
+        (". " if i % 2 else ", ").join(p.strip().rstrip(".") for p in rows[4 * i : 4 * i + 4])
+        for i in range(2 * args.single)
+    ]
     res = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "load_average": os.getloadavg(),
         "prompts": len(texts),
         "batched_prompts_per_s": {"median": float(np.median(runs)), "runs": runs},
         "single_ms": {"p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)), "n": len(lat)},
+        "stage": {"captions": stage_timing(stack, captions), "four_captions_joined": stage_timing(stack, joined)},
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "classifier_speed.json").write_text(json.dumps(res, indent=2))
@@ -64,6 +102,14 @@ def main() -> None:
         f"| {len(texts)} COCO captions | {res['single_ms']['p50']:.1f} | {res['single_ms']['p95']:.1f} "
         f"| {res['batched_prompts_per_s']['median']:.0f} | {res['load_average'][0]:.2f} |\n"
     )
+    md += (
+        "\n| `classifier` stage (default policy) | single p50 ms | single p95 ms "
+        "| batched prompts/s (normalize + stage) |\n"
+        "|---|---:|---:|---:|\n"
+    )
+    for name, what in (("captions", "COCO captions"), ("four_captions_joined", "four captions joined (parts)")):
+        r = res["stage"][name]
+        md += f"| {r['n']} {what} | {r['p50']:.1f} | {r['p95']:.1f} | {r['batched_prompts_per_s']:.0f} |\n"
     (args.out / "classifier_speed.md").write_text(md)
     print(md)
 
