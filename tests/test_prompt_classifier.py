@@ -11,13 +11,22 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+from pydantic import ValidationError
 
 from t2iguard import Action, Category, ModelCache, Phase, SafetyStack
 from t2iguard.core.errors import ConfigurationError, PolicyError
 from t2iguard.core.policy import default_policy, policy_from_dict
 from t2iguard.generate.base import GenerationRequest, GenerationResult
-from t2iguard.prompt.classifier import BUILTIN_HEADS, CATEGORIES, HEAD_DIR, PromptClassifier, load_classifier
+from t2iguard.prompt.classifier import (
+    BUILTIN_HEADS,
+    CATEGORIES,
+    HEAD_DIR,
+    PromptClassifier,
+    PromptClassifierStage,
+    load_classifier,
+)
 from t2iguard.prompt.embedding import E5Encoder, MiniLMEncoder, get_encoder, length_batches, optimized_model
+from t2iguard.prompt.normalize import default_normalizer
 
 BENIGN = [
     "a watercolor painting of a lighthouse at dawn",
@@ -624,6 +633,39 @@ def test_segment_view_reads_parts_at_the_configured_threshold_in_disguise(models
     assert part[v] * 0.5 > whole[v], "the test needs a part that still raises the score at half weight"
     assert art["segment_view"]["weight"] == 0.5
     assert art["scores"]["sexual"] == pytest.approx(part[v] * 0.5, abs=1e-4)
+
+
+def test_clause_view_reads_a_request_in_a_comma_list_at_its_weight(models: ModelCache) -> None:
+    """``clause_view``: a request in a comma list of benign scenes shares segment_view's runs of
+    clauses with a scene; the finer runs read it alone, and their scores enter times the weight."""
+    scenes = ("a red bus waits at the stop", "a bowl of fruit on a kitchen table", "a dog asleep on the porch")
+    request = "a sensual photo of a woman"
+    prompt = f"{scenes[0]}, {scenes[1]}, {request}, {scenes[2]}"
+    norm = default_normalizer(models).normalize(prompt)
+    runs, clauses = norm.segments(16), norm.segments(8)
+    part = f"{request},"  # a clause keeps its comma
+    assert part not in runs and part in clauses, "the test needs a request that a 16-word run dilutes"
+    clf = load_classifier(models)
+    v = CATEGORIES.index(Category.SEXUAL)
+    whole, *rest = clf.predict([norm.text, *runs, *clauses])
+    best_run = max(float(r[v]) for r in rest[: len(runs)])
+    alone = float(rest[len(runs) + clauses.index(part)][v])
+    assert alone * 0.5 > max(whole[v], best_run), "the test needs a clause that raises the score at half weight"
+
+    only_runs = classifier_artifacts(view_stack(models, {"segment_view": 16}).check_prompt(prompt))
+    assert only_runs["scores"]["sexual"] == pytest.approx(max(whole[v], best_run), abs=1e-4)
+    both = view_stack(models, {"segment_view": 16, "clause_view": {"words": 8, "weight": 0.5}})
+    art = classifier_artifacts(both.check_prompt(prompt))
+    assert art["segment_view"]["text"] == part and art["segment_view"]["weight"] == 0.5
+    assert art["segment_view"]["parts"] == len(set(runs) | set(clauses))
+    assert art["scores"]["sexual"] == pytest.approx(alone * 0.5, abs=1e-4)
+    # a threshold between: the clause acts only with the view, at threshold / weight
+    threshold = round((max(whole[v], best_run) + alone * 0.5) / 2, 4)
+    stack = view_stack(models, {"segment_view": 16, "clause_view": {"words": 8, "weight": 0.5}}, threshold)
+    assert stack.check_prompt(prompt).action == Action.BLOCK
+    assert view_stack(models, {"segment_view": 16}, threshold).check_prompt(prompt).action == Action.ALLOW
+    with pytest.raises(ValidationError):
+        PromptClassifierStage.Params(clause_view={"words": 8, "weight": 0.0})
 
 
 def test_gibberish_view_reads_a_prompt_without_its_sub_word_soup(models: ModelCache) -> None:

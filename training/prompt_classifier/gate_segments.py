@@ -18,6 +18,10 @@ sentence (``NormalizedText.segments``), and the higher score per category acts. 
 above allow. Decisions: the rules in NOTES.md::
 
     python training/prompt_classifier/gate_segments.py --data ../shared/benchmarks --words 24,16,12 --json out.json
+
+With ``--clauses 12:0.5,12:0.7``, the arms are the shipped policy (base, its ``segment_view`` as
+configured) and, per candidate ``C:w``, that policy with ``clause_view: {words: C, weight: w}`` on the
+same stages (gate 3, NOTES.md).
 """
 
 from __future__ import annotations
@@ -82,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("T2IGUARD_DATA", "../shared/benchmarks")))
     ap.add_argument("--stages", default="classifier,classifier_indirect", help="classifier stages that get the view")
     ap.add_argument("--words", default="24,16,12", help="comma-separated candidate window lengths W")
+    ap.add_argument(
+        "--clauses", default=None, help="comma-separated clause_view candidates C:w (arms beside the shipped policy)"
+    )
     ap.add_argument("--n", type=int, default=400, help="centre prompts per padding configuration")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -89,12 +96,23 @@ def main(argv: list[str] | None = None) -> int:
 
     models = ModelCache()
     policy, stages = default_policy(), set(args.stages.split(","))
-    candidates = [int(w) for w in args.words.split(",")]
-    arms: dict[str, int | None] = {"base": None, **{f"W{w}": w for w in candidates}}
-    stacks = {arm: SafetyStack(with_segments(policy, stages, w), models=models) for arm, w in arms.items()}
+    if args.clauses:
+        clauses = [c.split(":") for c in args.clauses.split(",")]
+        candidates = [int(c) for c, _ in clauses]
+        arm_policies = {"base": policy} | {
+            f"C{c}w{w}": V.with_params(policy, stages, clause_view={"words": int(c), "weight": float(w)})
+            for c, w in clauses
+        }
+    else:
+        candidates = [int(w) for w in args.words.split(",")]
+        arm_policies = {"base": with_segments(policy, stages, None)} | {
+            f"W{w}": with_segments(policy, stages, w) for w in candidates
+        }
+    arms = list(arm_policies)
+    stacks = {arm: SafetyStack(p, models=models) for arm, p in arm_policies.items()}
     lex = T.Lexicon(models)
     run = G.base_run(HEAD_DIR)
-    result: dict[str, Any] = {"stages": args.stages, "arms": list(arms)}
+    result: dict[str, Any] = {"stages": args.stages, "arms": arms}
 
     def count(texts: list[str], hit: Any) -> dict[str, int]:
         counts = {k: sum(map(hit, s.check_prompts(texts))) for k, s in stacks.items()}
@@ -123,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         result["B3"]["blocked"][label] = count(variants, V.blocked)
 
     result["summary"] = {}
-    for arm in list(arms)[1:]:
+    for arm in arms[1:]:
         u = result["U1"].values()
         b2 = result["B2"].values()
         result["summary"][arm] = {

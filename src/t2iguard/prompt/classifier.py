@@ -221,6 +221,17 @@ class ShareOfThreshold(BaseModel):
     of_threshold: float = Field(gt=0.0, le=1.0, description="this x the stage's threshold for the category")
 
 
+class ClauseView(BaseModel):
+    """``clause_view``: a finer reading than ``segment_view``, at a weight."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    words: int = Field(ge=4, le=128, description="runs of whole clauses of at most this many words")
+    weight: float = Field(
+        gt=0.0, le=1.0, description="a run's scores enter times this: a short fragment acts at threshold / weight"
+    )
+
+
 class PromptClassifierStage(PromptStage):
     """Scores the (normalized) prompt for every policy category with the learned classifier."""
 
@@ -288,6 +299,12 @@ class PromptClassifierStage(PromptStage):
             "mean-pooled embedding of a long prompt is dominated by its majority, so unsafe words padded with "
             "benign text (a dilution attack) read as benign (NormalizedText.segments); None: the whole prompt only",
         )
+        clause_view: ClauseView | None = Field(
+            default=None,
+            description="also score the runs of whole clauses of at most `words` words (NormalizedText.segments), "
+            "their scores times `weight`: a request in a comma list of benign scenes shares segment_view's "
+            "runs with a scene or two; a part that segment_view reads too is read once, at weight 1",
+        )
         second_opinion: SecondOpinion | None = Field(
             default=None,
             description="confirm flags in the marginal band [threshold, below) with a head on another encoder "
@@ -348,7 +365,9 @@ class PromptClassifierStage(PromptStage):
         # the prompts and their parts (segment_view) in one call: the encoder batches the whole
         # prompts with the short parts across its workers instead of waiting for one, then the other
         segments = self._segments(normalized)
-        scored = clf.predict([n.text for n in normalized] + [p for _, p in segments], batch_size=self.params.batch_size)
+        scored = clf.predict(
+            [n.text for n in normalized] + [p for _, p, _ in segments], batch_size=self.params.batch_size
+        )
         probs, part_rows = scored[: len(normalized)], scored[len(normalized) :]
         model = clf.sha256[:12]
         evidences = [self._disguise_evidence(n) for n in normalized]
@@ -464,34 +483,41 @@ class PromptClassifierStage(PromptStage):
         views = [(i, normalized[i].without_gibberish()) for i, e in enumerate(evidences) if "gibberish" in e]
         return self._read_views(clf, probs, [(i, text) for i, text in views if text])
 
-    def _segments(self, normalized: Sequence[NormalizedText]) -> list[tuple[int, str]]:
-        """With ``segment_view``: every part of each prompt (:meth:`NormalizedText.segments`), as
-        (prompt index, part); none for a one-part prompt, or without the view."""
-        words = self.params.segment_view
-        if words is None:
-            return []
-        return [(i, part) for i, n in enumerate(normalized) for part in n.segments(words)]
+    def _segments(self, normalized: Sequence[NormalizedText]) -> list[tuple[int, str, float]]:
+        """The parts of each prompt (:meth:`NormalizedText.segments`) that ``segment_view`` (at weight
+        1) and ``clause_view`` (at its weight) read, as (prompt index, part, weight); a part both give
+        is read once, at 1. None for a one-part prompt, or without the views."""
+        levels = [(self.params.segment_view, 1.0)] if self.params.segment_view is not None else []
+        if self.params.clause_view is not None:
+            levels.append((self.params.clause_view.words, self.params.clause_view.weight))
+        out: list[tuple[int, str, float]] = []
+        for i, n in enumerate(normalized):
+            parts: dict[str, float] = {}
+            for words, weight in levels:
+                for part in n.segments(words):
+                    parts.setdefault(part, weight)
+            out += [(i, part, weight) for part, weight in parts.items()]
+        return out
 
     def _segment_view(
         self,
         clf: PromptClassifier,
         probs: np.ndarray,
-        segments: Sequence[tuple[int, str]],
+        segments: Sequence[tuple[int, str, float]],
         rows: np.ndarray,
         scales: Sequence[float],
     ) -> list[dict[str, Any]]:
-        """With ``segment_view``: raise ``probs`` in place to the highest score per category of the
-        prompts' parts (``segments``, scored as ``rows``). A part's score enters times the
-        prompt's disguise scale (``scales``), so a part acts at the threshold as configured: the disguise
-        scale is for what normalization may have missed in the whole, and reading many parts at lowered
-        thresholds would compound two relaxations. Per prompt, the number of parts, the part that scored
-        highest in the first category raised, the categories raised to ``report_floor`` or more and the
-        weight where it is not 1 ({} where none, or where the prompt is one part)."""
-        out = self._read_views(clf, probs, segments, rows=rows, count="parts", weights=scales)
-        for view, scale in zip(out, scales, strict=True):
-            if view and scale != 1.0:
-                view["weight"] = scale
-        return out
+        """With ``segment_view`` or ``clause_view``: raise ``probs`` in place to the highest score per
+        category of the prompts' parts (``segments``, scored as ``rows``). A part's score enters times its
+        weight and the prompt's disguise scale (``scales``), so a sentence acts at the threshold as
+        configured: the disguise scale is for what normalization may have missed in the whole, and
+        reading many parts at lowered thresholds would compound two relaxations. Per prompt, the number
+        of parts, the part that scored highest in the first category raised, the categories raised to
+        ``report_floor`` or more and that part's weight where it is not 1 ({} where none, or where the
+        prompt is one part)."""
+        views = [(i, part) for i, part, _ in segments]
+        weights = [weight * scales[i] for i, _, weight in segments]
+        return self._read_views(clf, probs, views, rows=rows, count="parts", weights=weights)
 
     def _read_views(
         self,
@@ -504,28 +530,31 @@ class PromptClassifierStage(PromptStage):
         weights: Sequence[float] | None = None,
     ) -> list[dict[str, Any]]:
         """Score ``views`` (prompt index, another reading of that prompt), in one batch (or take their
-        scores, ``rows``), and raise ``probs`` in place to the highest score per category (times the
-        prompt's entry in ``weights``, if given). Per prompt, the reading that scored highest in the
-        first category it raised to ``report_floor`` or more, and those categories ({} where none; with
-        ``count``, also the number of readings under that key)."""
+        scores, ``rows``), and raise ``probs`` in place to the highest score per category (a reading's
+        scores times its entry in ``weights``, if given). Per prompt, the reading that scored highest in
+        the first category it raised to ``report_floor`` or more, its weight where it is not 1, and those
+        categories ({} where none; with ``count``, also the number of readings under that key)."""
         out: list[dict[str, Any]] = [{} for _ in probs]
         if not views:
             return out
         if rows is None:
             rows = clf.predict([text for _, text in views], batch_size=self.params.batch_size)
         floor = self.params.report_floor
-        readings: dict[int, list[tuple[str, np.ndarray]]] = {}
-        for (i, text), row in zip(views, rows, strict=True):
-            readings.setdefault(i, []).append((text, row if weights is None else row * weights[i]))
+        readings: dict[int, list[tuple[str, np.ndarray, float]]] = {}
+        for k, ((i, text), row) in enumerate(zip(views, rows, strict=True)):
+            weight = 1.0 if weights is None else weights[k]
+            readings.setdefault(i, []).append((text, row * weight, weight))
         for i, scored in readings.items():
-            top = np.max(np.stack([row for _, row in scored]), axis=0)
+            top = np.max(np.stack([row for _, row, _ in scored]), axis=0)
             raised = [j for j, (p, q) in enumerate(zip(probs[i], top, strict=True)) if q > p and q >= floor]
             probs[i] = np.maximum(probs[i], top)
             if raised:
-                text = max(scored, key=lambda tr: float(tr[1][raised[0]]))[0]
+                text, _, weight = max(scored, key=lambda r: float(r[1][raised[0]]))
                 out[i] = {"text": text, "raised": [str(clf.categories[j]) for j in raised]}
                 if count is not None:
                     out[i][count] = len(scored)
+                if weight != 1.0:
+                    out[i]["weight"] = weight
         return out
 
     def _co_evidence(self) -> dict[str, dict[str, float]]:
