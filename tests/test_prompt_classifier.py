@@ -319,10 +319,8 @@ def test_indirect_tier_decides_what_the_first_head_misses(stack: SafetyStack, pr
     assert {e.stage for e in d.decided_by} == {"classifier_indirect"}, d.reason
 
 
-def test_the_english_tiers_embed_a_batch_once(models: ModelCache, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``classifier`` and ``classifier_indirect`` read one MiniLM embedding per prompt and per part
-    (``segment_view``): the encoder keeps its last few batches (``encode_windows``), so the second
-    tier costs a head, not an encoder pass."""
+def count_embed_calls(models: ModelCache, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now on, the number of sequences in each call the English MiniLM encoder makes to its model."""
     encoder = load_classifier(models).encoder
     assert isinstance(encoder, MiniLMEncoder)
     calls: list[int] = []
@@ -331,6 +329,17 @@ def test_the_english_tiers_embed_a_batch_once(models: ModelCache, monkeypatch: p
     def counting(sequences: list[list[int]], batch_size: int) -> np.ndarray:
         calls.append(len(sequences))
         return real(sequences, batch_size)
+
+    monkeypatch.setattr(encoder, "_embed", counting)
+    return calls
+
+
+def test_the_english_tiers_embed_a_batch_once(models: ModelCache, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``classifier`` and ``classifier_indirect`` read one MiniLM embedding per prompt and per part
+    (``segment_view``): the encoder keeps its last few batches (``encode_windows``), so the second
+    tier costs a head, not an encoder pass."""
+    encoder = load_classifier(models).encoder
+    calls = count_embed_calls(models, monkeypatch)
 
     def embeddings(*disabled: str) -> int:
         pol = default_policy().model_dump(mode="json")
@@ -344,7 +353,6 @@ def test_the_english_tiers_embed_a_batch_once(models: ModelCache, monkeypatch: p
         SafetyStack(policy_from_dict(pol), models=models).check_prompts(batch)
         return len(calls)
 
-    monkeypatch.setattr(encoder, "_embed", counting)
     with_tier = embeddings()
     without = embeddings("classifier_indirect")
     assert with_tier == without > 0
@@ -372,16 +380,7 @@ def test_segment_view_embeds_a_prompt_and_its_parts_in_one_call(
 ) -> None:
     """The stage embeds a prompt and its parts in one encoder call, which spreads the sequences
     over the encoder's workers, instead of the prompt and then its parts, one call after the other."""
-    encoder = load_classifier(models).encoder
-    assert isinstance(encoder, MiniLMEncoder)
-    calls: list[int] = []
-    real = encoder._embed
-
-    def counting(sequences: list[list[int]], batch_size: int) -> np.ndarray:
-        calls.append(len(sequences))
-        return real(sequences, batch_size)
-
-    monkeypatch.setattr(encoder, "_embed", counting)
+    calls = count_embed_calls(models, monkeypatch)
     prompt = "a red bus waits at the stop. a bowl of fruit on a table. a dog naps on the porch in parts"
     d = view_stack(models, {"segment_view": 24}).check_prompt(prompt)
     assert calls == [4], "the prompt and its three sentences, in one call"

@@ -362,8 +362,8 @@ class PromptClassifierStage(PromptStage):
             return []
         clf = self._classifier()
         normalized = [self._normalized(c) for c in ctxs]
-        # the prompts and their parts (segment_view) in one call: the encoder batches the whole
-        # prompts with the short parts across its workers instead of waiting for one, then the other
+        # the prompts and their parts (segment_view, clause_view) in one call: the encoder spreads the
+        # whole prompts and the short parts over its workers instead of embedding one, then the other
         segments = self._segments(normalized)
         scored = clf.predict(
             [n.text for n in normalized] + [p for _, p, _ in segments], batch_size=self.params.batch_size
