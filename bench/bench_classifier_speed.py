@@ -1,8 +1,9 @@
 """Prompt classifier speed: single-prompt latency and batched throughput of the learned classifier
 (MiniLM encoder + head, windows over long prompts), on COCO captions (rows >= 20,000, evaluation
 rows: only timed here, nothing is fitted); and of the default policy's English ``classifier`` stage
-(after ``normalize``: the disguise, gibberish and segment views as configured) on those captions
-and on long prompts, four captions joined by ". " or ", " (each read in parts by ``segment_view``).
+on the normalizer's text (the disguise, gibberish and segment views as configured; timed as ``t2iguard
+bench prompts`` times it) on those captions and on long prompts, four captions joined by ". " or ", "
+(each read in parts by ``segment_view``).
 
     python bench/bench_classifier_speed.py [--data ../shared/benchmarks] [--n 2000]
 
@@ -22,35 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from t2iguard.core.pipeline import SafetyStack
-from t2iguard.core.policy import default_policy, policy_from_dict
+from t2iguard.core.policy import default_policy
 from t2iguard.core.stage import ModelCache
+from t2iguard.prompt.benchmark import classifier_stage_speed
 from t2iguard.prompt.classifier import load_classifier
-
-
-def classifier_stack(models: ModelCache) -> SafetyStack:
-    """normalize -> the default policy's English ``classifier`` stage, as configured there."""
-    stages = default_policy().model_dump(mode="json")["stages"]
-    keep = [st for st in stages if st["stage"] == "normalize" or (st.get("name") or st["stage"]) == "classifier"]
-    return SafetyStack(policy_from_dict({"name": "classifier-speed", "stages": keep}), models=models)
-
-
-def stage_timing(stack: SafetyStack, single: list[str], batched: list[str]) -> dict[str, float]:
-    """The ``classifier`` stage's own latency (its trace timing) on ``single``, one prompt per call,
-    and the stack's throughput on ``batched`` in one call."""
-    lat = []
-    for t in single:
-        d = stack.check_prompt(t)
-        lat.append(next(r.latency_ms for r in d.stages if r.stage == "classifier"))
-    t0 = time.perf_counter()
-    stack.check_prompts(batched)
-    return {
-        "p50": float(np.percentile(lat, 50)),
-        "p95": float(np.percentile(lat, 95)),
-        "n": len(lat),
-        "batched_n": len(batched),
-        "batched_prompts_per_s": len(batched) / (time.perf_counter() - t0),
-    }
 
 
 def main() -> None:
@@ -82,8 +58,6 @@ def main() -> None:
         t0 = time.perf_counter()
         clf.predict([t])
         lat.append((time.perf_counter() - t0) * 1e3)
-    stack = classifier_stack(models)
-    stack.check_prompts(rows[-64:])  # warm-up
     joined = [
         (". " if i % 2 else ", ").join(p.strip().rstrip(".") for p in rows[4 * i : 4 * i + 4])
         for i in range(args.single + args.n // 8)
@@ -94,10 +68,16 @@ def main() -> None:
         "prompts": len(texts),
         "batched_prompts_per_s": {"median": float(np.median(runs)), "runs": runs},
         "single_ms": {"p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)), "n": len(lat)},
-        "stage": {
-            "captions": stage_timing(stack, captions[: args.single], captions[args.single :]),
-            "four_captions_joined": stage_timing(stack, joined[: args.single], joined[args.single :]),
-        },
+        # the default policy's English classifier stage on the normalizer's text, as `t2iguard bench prompts`
+        "stage": classifier_stage_speed(
+            default_policy(),
+            models,
+            {
+                "captions": (captions[: args.single], captions[args.single :]),
+                "four_captions_joined": (joined[: args.single], joined[args.single :]),
+            },
+            log=lambda _: None,
+        ),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "classifier_speed.json").write_text(json.dumps(res, indent=2))
@@ -109,14 +89,14 @@ def main() -> None:
     )
     md += (
         "\n| `classifier` stage (default policy) | single p50 ms | single p95 ms "
-        "| batched prompts/s (normalize + stage) |\n"
+        "| batched prompts/s |\n"
         "|---|---:|---:|---:|\n"
     )
     for name, what in (("captions", "COCO captions"), ("four_captions_joined", "four captions joined (parts)")):
-        r = res["stage"][name]
+        r = res["stage"]["samples"][name]
         md += (
-            f"| {what} ({r['n']} single, {r['batched_n']} batched) | {r['p50']:.1f} | {r['p95']:.1f} "
-            f"| {r['batched_prompts_per_s']:.0f} |\n"
+            f"| {what} ({r['single_prompts']} single, {r['batch_prompts']} batched) | {r['single_p50_ms']:.1f} "
+            f"| {r['single_p95_ms']:.1f} | {r['batched_prompts_per_s']:.0f} |\n"
         )
     (args.out / "classifier_speed.md").write_text(md)
     print(md)

@@ -642,7 +642,7 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[
         "stack_seconds": round(stack_s, 1),
         "datasets": results,
         "latency": lat,
-        "classifier_stage": _classifier_speed(cfg.policy, models, speed_samples, log),
+        "classifier_stage": classifier_stage_speed(cfg.policy, models, speed_samples, log),
     }
     cfg.out.mkdir(parents=True, exist_ok=True)
     (cfg.out / "prompts.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
@@ -665,7 +665,7 @@ def _cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _classifier_speed(
+def classifier_stage_speed(
     policy: Policy, models: ModelCache, samples: dict[str, tuple[list[str], list[str]]], log: Callable[[str], None]
 ) -> dict[str, Any] | None:
     """The classifier stage on its own, on the normalized text (as in the cascade): single-prompt
