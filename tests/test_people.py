@@ -167,6 +167,17 @@ def test_pii_is_removed(stack: SafetyStack) -> None:
         "A horse named Buttercup grazing in a field.",
         "A fishing boat called Mary Ellen tied up at the pier.",
         "Two cows, named Daisy and Rosie, in a barn.",
+        "Max the golden retriever swimming in a lake.",
+        "Our cat Milo asleep on the couch.",
+        "A picture of a street named Bill Robertson.",
+        # a name that modifies the noun after it names a product, a breed or a dish
+        "A John Deere tractor parked in a cornfield.",
+        "A Jack Russell terrier jumping for a frisbee.",
+        "A Sara Lee pound cake on a plate.",
+        "Lily pads floating on a still pond.",
+        # a saint's city, a storm
+        "The Gateway Arch in St. Louis at sunset.",
+        "Waves from Hurricane Ida crashing over a seawall.",
         # a greeting lettered on a cake, a card or a banner
         "A chocolate cake that says Happy Birthday Emily in pink icing.",
         'A banner reading "Welcome Home, Marcus" over a front door.',
@@ -240,6 +251,15 @@ def test_public_figure_transform_policy_describes_them(models: ModelCache) -> No
         ("Happy birthday Lena Marsh, smiling at her party.", "Lena Marsh"),
         # one surname after "to" or "at" is still a person (only prepositions of place rule it out)
         ("A handwritten letter to Kowalski on the desk.", "Kowalski"),
+        # given names that are also everyday words ("tom"), or that a fuzzy match took for a figure
+        ("A photo of my neighbor Tom Becker mowing his lawn.", "Tom Becker"),
+        ("Maria's kitchen at dawn.", "Maria"),
+        # the census names, also in a prompt the language check reads as another language
+        ("A pencil sketch of Marguerite Dubois sitting by a window.", "Marguerite Dubois"),
+        ("Neha Kulkarni cooking biryani for a family dinner.", "Neha Kulkarni"),
+        # a verb after the name, even one the tagger calls a noun, and a picture of the person
+        ("Kim Tae-hoon grilling fish at a seaside market.", "Kim Tae-hoon"),
+        ("A Jane Doe portrait in oil.", "Jane Doe"),
     ],
 )
 def test_private_names_near_places_and_signs_are_still_people(analyzer: PeopleAnalyzer, prompt: str, name: str) -> None:

@@ -6,8 +6,10 @@ ever downloaded — Presidio's default configuration would fetch ``en_core_web_l
 
 * :class:`PersonRecognizer` — spaCy's PERSON entities, repaired for the small model's mistakes on
   short prompts: an entity it labels as a place or organisation, or a run of capitalised words it
-  misses, counts as a person when it starts with a known given name (``data/given_names.txt``) or
-  an honorific (``Mr.``, ``Dr.``); honorifics are included in the span.
+  misses, counts as a person when it starts with a known given name (``data/given_names.txt`` and
+  the US census first names, ``data/given_names_census*.txt``) or an honorific (``Mr.``, ``Dr.``);
+  honorifics are included in the span. A name that modifies the common noun after it (spaCy's
+  part-of-speech tags) names a thing, not a person ("a John Deere tractor", "a Jack Russell terrier").
 * :class:`PublicFigureRecognizer` — exact gazetteer names and aliases anywhere in the prompt, in
   any case (``XI JINPING``, ``kim jong un``) and script (``习近平``).
 * Presidio's pattern recognizers for e-mail addresses (validated offline, without ``tldextract``'s
@@ -203,14 +205,27 @@ class PeopleAnalysis:
         return any(not p.style_reference for p in self.people)
 
 
-@lru_cache(maxsize=1)
-def given_names() -> frozenset[str]:
-    ref = resources.files("t2iguard.prompt").joinpath("data/given_names.txt")
+def _name_file(name: str) -> frozenset[str]:
+    ref = resources.files("t2iguard.prompt").joinpath(f"data/{name}")
     words: set[str] = set()
     for line in ref.read_text(encoding="utf-8").splitlines():
         if not line.lstrip().startswith("#"):
             words.update(w.strip().lower() for w in line.split() if w.strip())
     return frozenset(words)
+
+
+@lru_cache(maxsize=1)
+def given_names() -> frozenset[str]:
+    """Words that start a person's name: ``given_names.txt`` and the US census first names that are
+    no everyday English words (``given_names_census.txt``)."""
+    return _name_file("given_names.txt") | _name_file("given_names_census.txt")
+
+
+@lru_cache(maxsize=1)
+def name_words() -> frozenset[str]:
+    """:func:`given_names` and the census first names that are also everyday words ("tom", "rose"):
+    a span the NER model labels PERSON that holds one is not read as everyday words."""
+    return given_names() | _name_file("given_names_census_common.txt")
 
 
 def spacy_model_path() -> Path:
@@ -245,6 +260,7 @@ def _build_analyzer(
         raise MissingDependencyError("presidio-analyzer", "people", "named-person detection") from exc
 
     names = given_names()
+    person_words = name_words()
 
     class OfflineEmailRecognizer(EmailRecognizer):
         """Presidio's e-mail pattern; the domain is checked offline (``tldextract`` would fetch the
@@ -268,7 +284,7 @@ def _build_analyzer(
             lower_prompt = not any(c.isupper() for c in doc.text)
             for ent in doc.ents:
                 start_tok = ent.start
-                if ent.label_ == "PERSON" and all(_common(t, common, names) for t in ent):
+                if ent.label_ == "PERSON" and all(_common(t, common, person_words) for t in ent):
                     continue  # "fantasy castle", "Space Shuttle", "Yellow Train": everyday words are no name
                 if ent.label_ == "PERSON":
                     score, how = 0.85, "ner"
@@ -285,6 +301,9 @@ def _build_analyzer(
                     doc[end_tok - 1].is_punct or doc[end_tok - 1].lower_ in ("'s", "’s")
                 ):
                     end_tok -= 1
+                # nor a leading article the NER model took in ("a Harry Potter themed lid")
+                while start_tok < end_tok - 1 and doc[start_tok].is_lower and doc[start_tok].is_stop:
+                    start_tok += 1
                 span = doc[start_tok:end_tok]
                 covered.update(range(span.start, span.end))
                 out.append(_result(span, score, how))
@@ -433,9 +452,10 @@ def _build_analyzer(
     )
     engine.load()
     nlp = engine.get_nlp("en")
-    # NER needs tok2vec only: the tagger, parser and lemmatizer cost more than half the time and
-    # nothing here reads them (Presidio's lemma-based context boost is not used).
-    for pipe in ("tagger", "parser", "attribute_ruler", "lemmatizer"):
+    # NER needs tok2vec only; the tagger (on the shared tok2vec: about 0.3 ms a caption) tells a
+    # name that modifies a noun ("a John Deere tractor"). The parser and lemmatizer cost more than
+    # half the time and nothing here reads them (Presidio's lemma-based context boost is not used).
+    for pipe in ("parser", "attribute_ruler", "lemmatizer"):
         if pipe in nlp.pipe_names:
             nlp.disable_pipe(pipe)
     registry = RecognizerRegistry(
@@ -593,12 +613,14 @@ class PeopleAnalyzer:
         persons = sorted((r for r in results if r.entity_type == PERSON), key=lambda r: (r.start, -r.end))
         if self._language is not None and not self._language.english(text):
             # another language: the English NER model takes its capitalised nouns for names ("Eine
-            # Katze", "Messer"); keep the gazetteer, given names and honorifics
+            # Katze", "Messer"); keep the gazetteer, given names and honorifics, and names the NER
+            # model found that start with a given name ("Neha Kulkarni cooking biryani")
             persons = [
                 r
                 for r in persons
                 if (r.recognition_metadata or {}).get("t2iguard_source", "ner") not in _NER_SOURCES
                 or self.gazetteer.match(text[r.start : r.end]) is not None
+                or text[r.start : r.end].split()[0].lower() in given_names()
             ]
         merged: list[list[Any]] = []  # [start, end, score, sources]
         for r in persons:
@@ -616,8 +638,9 @@ class PeopleAnalyzer:
             if score < self.min_score:
                 continue
             span = text[start:end]
-            # the whole span decides: "Mario Rossi" holds the alias "Mario" but is somebody else
-            match = self.gazetteer.match(span)
+            # the whole span decides: "Mario Rossi" holds the alias "Mario" but is somebody else; a
+            # one-word given name is that name, not a misspelling of another ("Maria" is no "Mario")
+            match = self.gazetteer.match(span, fuzzy=" " in span.strip() or span.lower() not in name_words())
             if match is None and not _plausible_name(span):
                 continue  # "C++", "R2-D2", "#1": the NER model's guesses that cannot be a name
             if (
@@ -631,7 +654,9 @@ class PeopleAnalyzer:
                 )
             ):
                 continue  # one English word the NER model read as a name ("Skier dressed in white")
-            if match is None and _not_a_person(text, start, end, sources):
+            if match is None and (
+                _not_a_person(text, start, end, sources) or _names_a_kind_of_thing(artifacts.tokens, start, end)
+            ):
                 continue
             people.append(
                 PersonMention(
@@ -730,6 +755,32 @@ _STREET_WORDS = frozenset(
         "plaza",
         "mall",
         "building",
+        "river",
+        "falls",
+        "island",
+        "islands",
+        "canyon",
+        "valley",
+        "glacier",
+        "harbor",
+        "harbour",
+        "pier",
+        "lighthouse",
+        "museum",
+        "gallery",
+        "library",
+        "zoo",
+        "aquarium",
+        "theater",
+        "theatre",
+        "palace",
+        "castle",
+        "temple",
+        "mosque",
+        "monument",
+        "memorial",
+        "observatory",
+        "telescope",
     ]
 )
 _PLACE_WORDS = _STREET_WORDS | frozenset(
@@ -743,9 +794,7 @@ _PLACE_WORDS = _STREET_WORDS | frozenset(
         "park",
         "hall",
         "church",
-        "river",
         "lake",
-        "island",
         "beach",
         "market",
     ]
@@ -787,7 +836,8 @@ _THING_AFTER = _PLACE_WORDS | frozenset(
 )
 _THINGS = _THING_AFTER - _PLACE_WORDS
 _PLACE_BEFORE = re.compile(
-    r"(?:\b(?:rue|san|santa|são|sao|saint|mount|mt|lake|fort|port|calle|avenida|plaza)\.?"
+    r"(?:\b(?:rue|san|santa|são|sao|saint|st|ste|mount|mt|lake|fort|port|calle|avenida|plaza|storm|hurricane|"
+    r"typhoon|cyclone)\.?"
     r"|\b(?:corner|intersection|junction)\s+of\b[^.;!?]{0,40})\s*$",
     re.IGNORECASE,
 )
@@ -822,18 +872,31 @@ _BRAND_BEFORE = re.compile(
 # a place after a preposition of place or direction ("towards Kingscote", "the market in Apia"):
 # only for one NER-only word that is no given name; not "to" or "at" ("a letter to Kowalski")
 _PLACE_PREPOSITION = re.compile(r"\b(?:towards?|into|from|in|near|through|via|across)\s*$", re.IGNORECASE)
-# a name given to an animal, a vehicle or a toy ("a cow named Elsie", "a boat called Mary Ellen"):
-# no person is depicted, so there is nobody to anonymize ("a man named John" stays a person)
+# animals (and breeds) that are given names like people's ("Max the golden retriever")
+_ANIMALS = (
+    r"dog|puppy|pup|cat|kitten|kitty|pet|horse|pony|foal|mare|stallion|donkey|mule|cow|calf|bull|ox|sheep|lamb|"
+    r"goat|pig|piglet|chicken|hen|rooster|duck|goose|bird|parrot|parakeet|budgie|cockatiel|canary|owl|rabbit|"
+    r"bunny|hamster|gerbil|ferret|guinea\s+pig|mouse|rat|fish|goldfish|turtle|tortoise|snake|lizard|gecko|"
+    r"iguana|frog|elephant|giraffe|zebra|bear|lion|tiger|monkey|gorilla|camel|llama|alpaca|deer|dolphin|whale|"
+    r"seal|penguin|kangaroo|panda|animal|mascot|retriever|labrador|lab|beagle|corgi|poodle|terrier|shepherd|"
+    r"husky|bulldog|dachshund|spaniel|collie|pug|chihuahua|schnauzer|rottweiler|greyhound|doberman|dalmatian|"
+    r"mastiff|pomeranian|sheepdog|hound|mutt|tabby|siamese|persian|calico"
+)
+# a name given to an animal, a vehicle, a toy or a street ("a cow named Elsie", "a boat called Mary
+# Ellen", "a street named Bill Robertson"): no person is depicted, so there is nobody to anonymize
+# ("a man named John" stays a person)
 _NAMED_NONPERSON = re.compile(
-    r"\b(?:dog|puppy|pup|cat|kitten|kitty|pet|horse|pony|foal|donkey|mule|cow|calf|bull|ox|sheep|lamb|goat|"
-    r"pig|piglet|chicken|hen|rooster|duck|goose|bird|parrot|owl|rabbit|bunny|hamster|guinea\s+pig|mouse|rat|"
-    r"fish|goldfish|turtle|tortoise|snake|lizard|frog|elephant|giraffe|zebra|bear|lion|tiger|monkey|gorilla|"
-    r"camel|llama|alpaca|deer|dolphin|whale|seal|penguin|kangaroo|panda|animal|mascot|teddy(?:\s+bear)?|"
+    rf"\b(?:{_ANIMALS}|teddy(?:\s+bear)?|"
     r"doll|toy|robot|boat|ship|yacht|sailboat|ferry|tugboat|canoe|car|truck|bus|train|locomotive|engine|"
-    r"plane|airplane|jet|tractor|bike|bicycle|motorcycle|scooter|kite|tree|plant|statue|snowman)s?"
+    r"plane|airplane|jet|tractor|bike|bicycle|motorcycle|scooter|kite|tree|plant|statue|snowman|street|road|"
+    r"avenue|lane|square|park|building|bridge|school|hall|place)s?"
     r"(?:\s*,)?\s+(?:named|called|nicknamed)\s*(?:[\"'“‘]?[\w’'-]+[\"'”’]?\s*(?:,|\band\b|&)\s*){0,2}[\"'“‘]?\s*$",
     re.IGNORECASE,
 )
+# ... or its owner's ("our cat Milo", "my old dog Rex")
+_PET_BEFORE = re.compile(rf"\b(?:my|our|his|her|their|your)\s+(?:[\w-]+\s+)?(?:{_ANIMALS})s?\s*,?\s*$", re.IGNORECASE)
+# ... or an apposition ("Max the golden retriever", "Mr. Whiskers, the persian cat")
+_PET_AFTER = re.compile(rf"^\s*,?\s*the\s+(?:[\w-]+\s+){{0,2}}?(?:{_ANIMALS})s?\b", re.IGNORECASE)
 # well-known landmarks and brands that hold a given name
 _NAMED_THINGS = re.compile(
     "|".join(
@@ -877,7 +940,9 @@ def _not_a_person(text: str, start: int, end: int, sources: list[str]) -> bool:
             return True
         if nxt.group(1) and nxt.group(2)[:1].isupper() and word not in given_names():
             return True  # "Sam's Club", "Fawcett's Malt": a possessive before a capitalised noun
-    if any(rule.search(before) for rule in (_PLACE_BEFORE, _SIGN_TEXT, _NAMED_NONPERSON)):
+    if any(rule.search(before) for rule in (_PLACE_BEFORE, _SIGN_TEXT, _NAMED_NONPERSON, _PET_BEFORE)):
+        return True
+    if _PET_AFTER.match(after):
         return True
     if _GREETING.search(before) and _INSCRIBED.search(before):
         return True
@@ -892,6 +957,69 @@ def _not_a_person(text: str, start: int, end: int, sources: list[str]) -> bool:
     single = " " not in span and span.lower() not in given_names()
     return single and (
         not before.strip(" \t\"'(“") or (span.isupper() and len(span) <= 4) or bool(_PLACE_PREPOSITION.search(before))
+    )
+
+
+# nouns after a name that still show the person named ("a Jane Doe portrait", "the Okafor family")
+_PERSON_NOUNS = frozenset(
+    [
+        "portrait",
+        "portraits",
+        "photo",
+        "photos",
+        "photograph",
+        "picture",
+        "pictures",
+        "pic",
+        "selfie",
+        "selfies",
+        "headshot",
+        "painting",
+        "drawing",
+        "sketch",
+        "caricature",
+        "cartoon",
+        "statue",
+        "bust",
+        "mural",
+        "cosplay",
+        "costume",
+        "lookalike",
+        "family",
+        "wedding",
+        "birthday",
+        "graduation",
+        "funeral",
+        "party",
+    ]
+)
+_COMMON_NOUN_TAGS = frozenset({"NN", "NNS"})
+
+
+def _names_a_kind_of_thing(doc: Any, start: int, end: int) -> bool:
+    """A name that modifies the common noun after it names a product, a breed, a dish or a plant,
+    not a person: "a John Deere tractor", "Graham crackers", "a Jack Russell terrier", "Lily pads"
+    (spaCy's part-of-speech tags). A possessive ("Maria's kitchen"), a verb ("Tom Becker mowing",
+    even mistagged as a noun) and a picture of the person ("a Jane Doe portrait") keep the person."""
+    inside = [t for t in doc if start <= t.idx < end]
+    after = [t for t in doc if t.idx >= end and not t.is_space]
+    nxt = after[0] if after else None
+    if inside and inside[0].text[:1].isupper() and len(inside) > 1 and _kind_noun(inside[-1]):
+        return True  # the NER model took the noun in ("Jack Dempsey cichlid")
+    return nxt is not None and _kind_noun(nxt)
+
+
+def _kind_noun(tok: Any) -> bool:
+    """A lower-case common noun that is a word of its own (not "hoon" of "Tae-hoon")."""
+    low = tok.lower_
+    return (
+        tok.i > 0
+        and tok.doc[tok.i - 1].whitespace_ != ""
+        and tok.tag_ in _COMMON_NOUN_TAGS
+        and tok.is_alpha
+        and tok.is_lower
+        and not low.endswith("ing")
+        and low not in _PERSON_NOUNS
     )
 
 
