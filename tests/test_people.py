@@ -361,3 +361,29 @@ def test_language_check_needs_both_signals(models: ModelCache) -> None:
     # and English prompts keep their people
     names = [p.text for p in get_people_analyzer(models).analyze("Anjali Deshpande at the beach").people]
     assert names == ["Anjali Deshpande"]
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        # everyday words are no name written with other spacing, and no alias in lower case
+        "A huge airplane parked on the runway.",
+        "Foods are being put in the mason jars.",
+        "A street sign for Florida Avenue.",
+        "A street vendor with ties hanging from a rod.",
+    ],
+)
+def test_everyday_words_match_no_public_figure(analyzer: PeopleAnalyzer, prompt: str) -> None:
+    assert analyzer.analyze(prompt).public == []
+
+
+@pytest.mark.parametrize(
+    "prompt, figure",
+    [
+        ("taylor swift waving on a stage", "Taylor Swift"),  # a full name in lower case still counts
+        ("XI JIN-PING at a summit", "Xi Jinping"),  # other spacing of a name that is no everyday word
+        ("Song Kang-ho on a film set", "Song Kang-ho"),  # added on 2026-12-05
+    ],
+)
+def test_public_figures_written_in_other_ways(analyzer: PeopleAnalyzer, prompt: str, figure: str) -> None:
+    assert [m.match.figure.name for m in analyzer.analyze(prompt).public if m.match] == [figure]

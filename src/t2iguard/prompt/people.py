@@ -393,7 +393,13 @@ def _build_analyzer(
                         continue  # "toilet stall, one blue" is no "Stallone": a comma ends a name
                     raw = text[seg[0].idx : seg[-1].idx + len(seg[-1].text)]
                     key = fold_name(raw)
-                    hit = gazetteer.exact(key) if key else None
+                    # everyday words match a name only spaced as written ("huge" is no "Hu Ge",
+                    # "put in" no "Putin"), and an alias only with a capital ("a rod" is no "A-Rod");
+                    # a full name in lower case still counts ("taylor swift")
+                    everyday = all(w in common for w in key.split())
+                    hit = gazetteer.exact(key, squashed=not everyday) if key else None
+                    if hit is not None and everyday and hit[1] and raw == raw.lower():
+                        continue
                     if hit is None and key and not key.isascii():
                         key = fold_name(transliterate(raw))
                         hit = gazetteer.exact(key) if key else None
