@@ -8,11 +8,18 @@ templates (200 prompts). A prompt counts as *detected* when the analysis has a p
 overlaps the name, and as *correctly classified* when that span is public (matched to the expected
 figure) for a public name and private for a private one. Latency is the wall time of one
 uncached analysis per prompt (spaCy NER + Presidio recognizers + gazetteer), after a warm-up.
+
+Second part, ``bench/data/people_captions.yaml`` (1,939 written prompts, see its header): the default
+policy's prompt checks on captions that name nobody (how many the people checks flag: anonymized or
+blocked as naming someone — false positives), on prompts naming invented private people (how many get
+a ``private_individual`` flag) and on prompts naming famous people (how many are recognised as public
+figures), each on the DEV and HELD halves of the file.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import sys
@@ -20,11 +27,18 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from data.people_prompts import PRIVATE, PUBLIC, TEMPLATES
+from t2iguard.core.decision import Decision
+from t2iguard.core.pipeline import SafetyStack
 from t2iguard.core.stage import ModelCache
+from t2iguard.core.types import Action, Category
 from t2iguard.prompt.people import get_people_analyzer
+
+CAPTIONS = Path(__file__).parent / "data" / "people_captions.yaml"
+PEOPLE_STAGES = frozenset({"public_figure", "anonymize"})
 
 
 def prompts() -> list[tuple[str, str, bool, str | None]]:
@@ -38,12 +52,42 @@ def prompts() -> list[tuple[str, str, bool, str | None]]:
     return out
 
 
+def half(text: str) -> str:
+    """DEV or HELD: the file's split (the parity of the last hex digit of the prompt's SHA-1)."""
+    return "DEV" if int(hashlib.sha1(text.encode()).hexdigest()[-1], 16) % 2 == 0 else "HELD"
+
+
+def written_captions(models: ModelCache) -> dict[str, dict[str, int]]:
+    """The default policy's people checks on the written captions: counts per kind and half."""
+    spec = yaml.safe_load(CAPTIONS.read_text(encoding="utf-8"))
+    items = [(s["people"], str(p)) for s in spec["sets"] for p in s["prompts"]]
+    stack = SafetyStack(models=models)
+    counts: dict[str, dict[str, int]] = {}
+    for start in range(0, len(items), 256):
+        chunk = items[start : start + 256]
+        for (kind, text), d in zip(chunk, stack.check_prompts([t for _, t in chunk]), strict=True):
+            c = counts.setdefault(f"{kind}/{half(text)}", {"prompts": 0, "people_flag": 0, "private": 0, "public": 0})
+            c["prompts"] += 1
+            if not isinstance(d, Decision):
+                c["people_flag"] += 1  # rejected input: counted against the recogniser
+                continue
+            c["people_flag"] += any(e.stage in PEOPLE_STAGES for e in d.decided_by)
+            pf = next((r for r in d.stages if r.stage == "public_figure"), None)
+            c["private"] += pf is not None and any(
+                e.category == Category.PRIVATE_INDIVIDUAL and e.action > Action.ALLOW for e in pf.trace
+            )
+            analysis = pf.artifacts.get("people") if pf is not None else None
+            c["public"] += analysis is not None and bool(analysis.public)
+    return dict(sorted(counts.items()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    analyzer = get_people_analyzer(ModelCache())
+    models = ModelCache()
+    analyzer = get_people_analyzer(models)
     items = prompts()
     for p, *_ in items[:20]:
         analyzer.analyze(p)
@@ -89,6 +133,7 @@ def main() -> None:
         "latency_ms_max": float(np.max(lat)),
         "machine": f"{platform.processor() or platform.machine()}, shared CPU (2 cores, other jobs running)",
         "errors": [r for r in rows if not r["correct"]],
+        "written_captions": written_captions(models),
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -100,7 +145,19 @@ def main() -> None:
         f"{res['public_private_accuracy']:.1%} | {res['latency_ms_p50']:.1f} ms | {res['latency_ms_p95']:.1f} ms |",
         "",
         "Misclassified: " + "; ".join(r["prompt"] for r in res["errors"]) if res["errors"] else "Misclassified: none",
+        "",
+        "Written prompts (`bench/data/people_captions.yaml`), the default policy's prompt checks:",
+        "",
+        "| prompts | half | n | flagged by the people checks | private_individual flag | public figure recognised |",
+        "|---|---|---:|---:|---:|---:|",
     ]
+    for key, c in res["written_captions"].items():
+        kind, part = key.split("/")
+        n_k = c["prompts"]
+        md.append(
+            f"| {kind} | {part} | {n_k} | {c['people_flag']} ({c['people_flag'] / n_k:.1%}) | "
+            f"{c['private']} ({c['private'] / n_k:.1%}) | {c['public']} ({c['public'] / n_k:.1%}) |"
+        )
     (out / "people.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
