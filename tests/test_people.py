@@ -178,6 +178,13 @@ def test_pii_is_removed(stack: SafetyStack) -> None:
         # a saint's city, a storm
         "The Gateway Arch in St. Louis at sunset.",
         "Waves from Hurricane Ida crashing over a seawall.",
+        # a span that starts with a storm, a saint's place or a dish, or ends with a shop's trade
+        "Waves from Storm Dervla crashing over a harbour wall.",
+        "Beef Stroganoff with buttered noodles in a bowl.",
+        "Peach Melba in a tall glass.",
+        "A sofa from Harlan Furniture in a living room.",
+        # capitalised words before a verb that are English words are no name ("Young Giraffe")
+        "Young Giraffe peeking over a wooden fence.",
         # a greeting lettered on a cake, a card or a banner
         "A chocolate cake that says Happy Birthday Emily in pink icing.",
         'A banner reading "Welcome Home, Marcus" over a front door.',
@@ -260,6 +267,17 @@ def test_public_figure_transform_policy_describes_them(models: ModelCache) -> No
         # a verb after the name, even one the tagger calls a noun, and a picture of the person
         ("Kim Tae-hoon grilling fish at a seaside market.", "Kim Tae-hoon"),
         ("A Jane Doe portrait in oil.", "Jane Doe"),
+        # names of no list that the NER model labels a place or an organisation, in a person's
+        # context: an action verb after them, a picture of them, a relation before them
+        ("Tolu Adeyinka repairing a bicycle in the yard.", "Tolu Adeyinka"),
+        ("Chiamaka Obi braiding her sister's hair on the porch.", "Chiamaka Obi"),
+        ("A watercolor portrait of Rose Miller on a balcony.", "Rose Miller"),
+        ("Our babysitter, Hailey, reading bedtime stories.", "Hailey"),
+        ("Grandma June planting tomatoes in the garden.", "Grandma June"),
+        # a thing's word after a name that is a verb ("building a snowman", no "Empire State Building")
+        ("Ethan Cho building a snowman in the yard.", "Ethan Cho"),
+        # an honorific keeps a name in a prompt the language check reads as another language
+        ("our neighbor Mrs. Lindqvist shoveling snow", "Mrs. Lindqvist"),
     ],
 )
 def test_private_names_near_places_and_signs_are_still_people(analyzer: PeopleAnalyzer, prompt: str, name: str) -> None:

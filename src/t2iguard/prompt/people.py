@@ -76,6 +76,67 @@ HONORIFICS = frozenset(
         "senora",
     ]
 )
+# family titles that start a name like an honorific ("Grandma June", "my nana Rose"); not "aunt" or
+# "uncle", which start brands ("Uncle Ben's")
+_KIN_TITLES = frozenset(["grandma", "grandpa", "granny", "grandad", "granddad", "nana", "nonna", "abuela", "abuelo"])
+# words before a name that say it is a person's: a picture of them ("a portrait of Ama Boateng") or
+# a relation ("our babysitter, Hailey")
+_PICTURE_OF = re.compile(
+    r"\b(?:portrait|photo|photograph|picture|painting|drawing|sketch|selfie|headshot|caricature|snapshot)s?\s+of\s*$",
+    re.IGNORECASE,
+)
+_RELATION_BEFORE = re.compile(
+    r"\b(?:my|our|his|her|their|your)\s+(?:(?:best|old|little|big|older|younger|new)\s+)?(?:friend|neighbou?r|"
+    r"babysitter|nanny|sister|brother|son|daughter|wife|husband|partner|boyfriend|girlfriend|fianc[eé]e?|mom|mum|"
+    r"mother|dad|father|cousin|niece|nephew|coworker|colleague|boss|teacher|student|roommate|classmate|"
+    r"grandson|granddaughter|stepson|stepdaughter|kid|child|baby|toddler)\s*,?\s*$",
+    re.IGNORECASE,
+)
+# -ing words that are nouns, not a verb after a name ("a Kate Spade clothing store")
+_ING_NOUNS = frozenset(
+    [
+        "building",
+        "painting",
+        "clothing",
+        "ceiling",
+        "wedding",
+        "pudding",
+        "stuffing",
+        "frosting",
+        "icing",
+        "morning",
+        "evening",
+        "sibling",
+        "dumpling",
+        "lightning",
+        "topping",
+        "filling",
+        "bedding",
+        "seating",
+        "railing",
+        "siding",
+        "landing",
+        "opening",
+        "parking",
+        "housing",
+        "shopping",
+        "bowling",
+        "sporting",
+        "ring",
+        "king",
+        "spring",
+        "string",
+        "wing",
+        "thing",
+        "swing",
+        "sling",
+        "sting",
+        "earring",
+        "awning",
+        "offering",
+        "drawing",
+    ]
+)
 _OTHER_LABELS = frozenset({"ORG", "GPE", "LOC", "FAC", "NORP", "PRODUCT", "WORK_OF_ART", "EVENT"})
 # phrases after which a name credits the author of a style instead of depicting someone
 _CREDIT_NOUNS = frozenset(
@@ -341,7 +402,11 @@ def _build_analyzer(
                 low = tok.lower_
                 lower_here = lower_prompt or tok.is_lower
                 starts = False
-                if low in HONORIFICS and i + 1 < len(doc) and _namelike(doc[i + 1], lower_prompt, common):
+                if (
+                    (low in HONORIFICS or low in _KIN_TITLES)
+                    and i + 1 < len(doc)
+                    and _namelike(doc[i + 1], lower_prompt, common)
+                ):
                     starts = True
                 elif low in names and (tok.is_title or tok.is_upper or lower_here) and not tok.is_stop:
                     nxt = doc[i + 1] if i + 1 < len(doc) else None
@@ -359,6 +424,8 @@ def _build_analyzer(
                 covered.update(range(i, j))
                 out.append(_result(span, 0.6, "given_name"))
                 i = j
+            if not lower_prompt:
+                out.extend(_result(span, 0.6, "context") for span in _names_in_context(doc, covered, dictionary))
             return out
 
     def _result(span: Any, score: float, how: str) -> RecognizerResult:
@@ -626,7 +693,7 @@ class PeopleAnalyzer:
                 for r in persons
                 if (r.recognition_metadata or {}).get("t2iguard_source", "ner") not in _NER_SOURCES
                 or self.gazetteer.match(text[r.start : r.end]) is not None
-                or text[r.start : r.end].split()[0].lower() in given_names()
+                or text[r.start : r.end].split()[0].lower() in given_names() | HONORIFICS
             ]
         merged: list[list[Any]] = []  # [start, end, score, sources]
         for r in persons:
@@ -838,6 +905,15 @@ _THING_AFTER = _PLACE_WORDS | frozenset(
         "beer",
         "brewery",
         "diner",
+        "furniture",
+        "motors",
+        "foods",
+        "bank",
+        "pharmacy",
+        "supermarket",
+        "hardware",
+        "insurance",
+        "outlet",
     ]
 )
 _THINGS = _THING_AFTER - _PLACE_WORDS
@@ -936,13 +1012,16 @@ def _not_a_person(text: str, start: int, end: int, sources: list[str]) -> bool:
     words = [w.strip(".").lower() for w in re.split(r"[\s-]+", span) if w.strip(".")]
     if any(w in _STREET_WORDS for w in words[1:]) or (len(words) > 1 and words[-1] in _THINGS):
         return True  # "Graham Street", "a scissor jack truck" ("Jessica Park" stays a person)
+    if words and (words[0] in _PLACE_FIRST or (len(words) > 1 and words[0] in _DISH_FIRST)):
+        return True  # "Storm Ciara", "Saint Lucia", "Beef Stroganoff", "Peach Melba"
     before, after = text[:start], text[end:]
     if _SIGN_AFTER.match(after) or _BRAND_BEFORE.search(before):
         return True
     nxt = re.match(r"\s*([’']s\b)?\s*([\w’'&.]+)", after)
     if nxt is not None:
         word = nxt.group(2).strip(".").lower()
-        if word in _THING_AFTER:
+        # ... unless a verb ("Ethan Cho building a snowman" is no "Empire State Building")
+        if word in _THING_AFTER and not (word.endswith("ing") and _DETERMINER.match(after[nxt.end() :])):
             return True
         if nxt.group(1) and nxt.group(2)[:1].isupper() and word not in given_names():
             return True  # "Sam's Club", "Fawcett's Malt": a possessive before a capitalised noun
@@ -964,6 +1043,115 @@ def _not_a_person(text: str, start: int, end: int, sources: list[str]) -> bool:
     return single and (
         not before.strip(" \t\"'(“") or (span.isupper() and len(span) <= 4) or bool(_PLACE_PREPOSITION.search(before))
     )
+
+
+# a span's first word that makes it a place, a storm or a dish ("Storm Ciara", "Beef Stroganoff")
+_PLACE_FIRST = frozenset(
+    [
+        "storm",
+        "hurricane",
+        "typhoon",
+        "cyclone",
+        "mount",
+        "mt",
+        "lake",
+        "fort",
+        "port",
+        "saint",
+        "st",
+        "ste",
+        "san",
+        "santa",
+        "rue",
+    ]
+)
+_DISH_FIRST = frozenset(
+    [
+        "beef",
+        "chicken",
+        "pork",
+        "veal",
+        "lamb",
+        "duck",
+        "shrimp",
+        "prawns",
+        "lobster",
+        "salmon",
+        "oysters",
+        "eggs",
+        "peach",
+        "peaches",
+        "cherries",
+        "banana",
+        "bananas",
+        "apple",
+        "strawberries",
+        "fettuccine",
+        "fettuccini",
+        "spaghetti",
+        "linguine",
+        "penne",
+        "pasta",
+        "potatoes",
+        "steak",
+        "cake",
+        "pie",
+    ]
+)
+_DETERMINER = re.compile(r"\s+(?:a|an|the|his|her|their|its|my|our|some|two|three)\b", re.IGNORECASE)
+
+
+def _names_in_context(doc: Any, covered: set[int], dictionary: Container[str]) -> list[Any]:
+    """Runs of capitalised words the other rules missed (names of no list, or that the NER model
+    labelled a place or an organisation) in a person's context: followed by an action verb ("Nneka
+    Okafor braiding hair"), after a picture of someone ("a portrait of Ama Boateng") or after a
+    relation ("our babysitter, Hailey"). A run of one word needs a relation; a run of English words
+    needs a first name first and a picture or a relation ("a painting of Eleanor Price"), not only a
+    verb ("Young Giraffe peeking")."""
+    out = []
+    i = 0
+    while i < len(doc):
+        j = i
+        while (
+            j < len(doc)
+            and j - i < 5
+            and j not in covered
+            and doc[j].is_alpha
+            and (doc[j].is_title or (j > i and doc[j - 1].text == "-" and doc[j].is_lower))
+        ):
+            j += 1
+            # a hyphen joins the parts of one name ("Ji-woo")
+            if j + 1 < len(doc) and doc[j].text == "-" and doc[j - 1].whitespace_ == "" and doc[j].whitespace_ == "":
+                j += 1
+        if j == i:
+            i += 1
+            continue
+        span = doc[i:j]
+        i = j
+        while len(span) > 1 and span[0].is_stop:
+            span = span[1:]  # a capitalised article or pronoun is no part of a name ("A Giraffe standing")
+        words = [t.lower_ for t in span if t.is_alpha]
+        before = doc.text[: span.start_char]
+        if len(words) > 3 or any(w in _PLACE_WORDS or w in _THINGS for w in words):
+            continue
+        foreign = any(w not in dictionary for w in words)
+        named = foreign or words[0] in name_words()
+        if len(words) == 1:
+            if _RELATION_BEFORE.search(before) and named:
+                out.append(span)
+            continue
+        nxt = doc[span.end] if span.end < len(doc) else None
+        acting = (
+            nxt is not None
+            and nxt.is_lower
+            and nxt.is_alpha
+            and nxt.lower_.endswith("ing")
+            and nxt.tag_ in ("VBG", "NN")
+            and nxt.lower_ not in _ING_NOUNS
+        )
+        if (foreign and acting) or (named and (_PICTURE_OF.search(before) or _RELATION_BEFORE.search(before))):
+            out.append(span)
+    return out
 
 
 # nouns after a name that still show the person named ("a Jane Doe portrait", "the Okafor family")
