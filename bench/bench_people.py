@@ -9,11 +9,12 @@ overlaps the name, and as *correctly classified* when that span is public (match
 figure) for a public name and private for a private one. Latency is the wall time of one
 uncached analysis per prompt (spaCy NER + Presidio recognizers + gazetteer), after a warm-up.
 
-Second part, ``bench/data/people_captions.yaml`` (1,939 written prompts, see its header): the default
+Second part, the written prompts of ``bench/data/people_captions.yaml`` (1,939, see its header) and
+``bench/data/people_captions_2.yaml`` (1,281, written later as a fresh held-out set): the default
 policy's prompt checks on captions that name nobody (how many the people checks flag: anonymized or
 blocked as naming someone — false positives), on prompts naming invented private people (how many get
 a ``private_individual`` flag) and on prompts naming famous people (how many are recognised as public
-figures), each on the DEV and HELD halves of the file.
+figures), on the DEV and HELD halves of the first file and on the whole second file (``NEW``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from t2iguard.core.types import Action, Category
 from t2iguard.prompt.people import get_people_analyzer
 
 CAPTIONS = Path(__file__).parent / "data" / "people_captions.yaml"
+CAPTIONS_2 = Path(__file__).parent / "data" / "people_captions_2.yaml"
 PEOPLE_STAGES = frozenset({"public_figure", "anonymize"})
 
 
@@ -59,14 +61,17 @@ def half(text: str) -> str:
 
 def written_captions(models: ModelCache) -> dict[str, dict[str, int]]:
     """The default policy's people checks on the written captions: counts per kind and half."""
-    spec = yaml.safe_load(CAPTIONS.read_text(encoding="utf-8"))
-    items = [(s["people"], str(p)) for s in spec["sets"] for p in s["prompts"]]
+    items = []
+    for path in (CAPTIONS, CAPTIONS_2):
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+        items += [(s["people"], str(p), path == CAPTIONS_2) for s in spec["sets"] for p in s["prompts"]]
     stack = SafetyStack(models=models)
     counts: dict[str, dict[str, int]] = {}
     for start in range(0, len(items), 256):
         chunk = items[start : start + 256]
-        for (kind, text), d in zip(chunk, stack.check_prompts([t for _, t in chunk]), strict=True):
-            c = counts.setdefault(f"{kind}/{half(text)}", {"prompts": 0, "people_flag": 0, "private": 0, "public": 0})
+        for (kind, text, new), d in zip(chunk, stack.check_prompts([t for _, t, _ in chunk]), strict=True):
+            part = "NEW" if new else half(text)
+            c = counts.setdefault(f"{kind}/{part}", {"prompts": 0, "people_flag": 0, "private": 0, "public": 0})
             c["prompts"] += 1
             if not isinstance(d, Decision):
                 c["people_flag"] += 1  # rejected input: counted against the recogniser
@@ -146,7 +151,8 @@ def main() -> None:
         "",
         "Misclassified: " + "; ".join(r["prompt"] for r in res["errors"]) if res["errors"] else "Misclassified: none",
         "",
-        "Written prompts (`bench/data/people_captions.yaml`), the default policy's prompt checks:",
+        "Written prompts (`bench/data/people_captions.yaml`, DEV and HELD halves; `people_captions_2.yaml`,"
+        " NEW), the default policy's prompt checks:",
         "",
         "| prompts | half | n | flagged by the people checks | private_individual flag | public figure recognised |",
         "|---|---|---:|---:|---:|---:|",
