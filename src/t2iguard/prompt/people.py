@@ -693,7 +693,8 @@ class PeopleAnalyzer:
                 for r in persons
                 if (r.recognition_metadata or {}).get("t2iguard_source", "ner") not in _NER_SOURCES
                 or self.gazetteer.match(text[r.start : r.end]) is not None
-                or text[r.start : r.end].split()[0].lower() in given_names() | HONORIFICS
+                or text[r.start : r.end].split()[0].lower() in given_names()
+                or text[r.start : r.end].split()[0].lower() in HONORIFICS
             ]
         merged: list[list[Any]] = []  # [start, end, score, sources]
         for r in persons:
@@ -917,9 +918,29 @@ _THING_AFTER = _PLACE_WORDS | frozenset(
     ]
 )
 _THINGS = _THING_AFTER - _PLACE_WORDS
+# words that make the name after them a place or a storm, before it ("Mount Kenya", "Hurricane Ida")
+# or as its first word ("Storm Ciara", "Saint Lucia")
+_PLACE_FIRST = frozenset(
+    [
+        "rue",
+        "san",
+        "santa",
+        "saint",
+        "st",
+        "ste",
+        "mount",
+        "mt",
+        "lake",
+        "fort",
+        "port",
+        "storm",
+        "hurricane",
+        "typhoon",
+        "cyclone",
+    ]
+)
 _PLACE_BEFORE = re.compile(
-    r"(?:\b(?:rue|san|santa|são|sao|saint|st|ste|mount|mt|lake|fort|port|calle|avenida|plaza|storm|hurricane|"
-    r"typhoon|cyclone)\.?"
+    rf"(?:\b(?:{'|'.join(sorted(_PLACE_FIRST | {'são', 'sao', 'calle', 'avenida', 'plaza'}))})\.?"
     r"|\b(?:corner|intersection|junction)\s+of\b[^.;!?]{0,40})\s*$",
     re.IGNORECASE,
 )
@@ -1045,26 +1066,7 @@ def _not_a_person(text: str, start: int, end: int, sources: list[str]) -> bool:
     )
 
 
-# a span's first word that makes it a place, a storm or a dish ("Storm Ciara", "Beef Stroganoff")
-_PLACE_FIRST = frozenset(
-    [
-        "storm",
-        "hurricane",
-        "typhoon",
-        "cyclone",
-        "mount",
-        "mt",
-        "lake",
-        "fort",
-        "port",
-        "saint",
-        "st",
-        "ste",
-        "san",
-        "santa",
-        "rue",
-    ]
-)
+# a span's first word that makes it a dish ("Beef Stroganoff", "Peach Melba")
 _DISH_FIRST = frozenset(
     [
         "beef",
