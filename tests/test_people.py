@@ -278,6 +278,11 @@ def test_public_figure_transform_policy_describes_them(models: ModelCache) -> No
         ("Ethan Cho building a snowman in the yard.", "Ethan Cho"),
         # an honorific keeps a name in a prompt the language check reads as another language
         ("our neighbor Mrs. Lindqvist shoveling snow", "Mrs. Lindqvist"),
+        # ... and names in a person's context that make the prompt look foreign themselves
+        ("Oyunbileg Batbayar making dumplings in a ger.", "Oyunbileg Batbayar"),
+        # one word, an action verb and a personal pronoun after it
+        ("Rose trimming the hedges in her front garden.", "Rose"),
+        ("Tamati teaching his nephew to fish off the pier.", "Tamati"),
     ],
 )
 def test_private_names_near_places_and_signs_are_still_people(analyzer: PeopleAnalyzer, prompt: str, name: str) -> None:
@@ -405,3 +410,24 @@ def test_everyday_words_match_no_public_figure(analyzer: PeopleAnalyzer, prompt:
 )
 def test_public_figures_written_in_other_ways(analyzer: PeopleAnalyzer, prompt: str, figure: str) -> None:
     assert [m.match.figure.name for m in analyzer.analyze(prompt).public if m.match] == [figure]
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        # a word for a man before a verb and a pronoun is no name
+        "Guy riding in his boat with three dogs.",
+        # places named after people, read past the words between ("... Regional Airport"), places that
+        # are also given names, a village, cars, guitars and drinks named with a name
+        "A plane taxiing at Harriet Colby Regional Airport.",
+        "Kids at the fountains in Edith Ramsey Memorial Park.",
+        "An espresso bar in Milan at dawn.",
+        "A porch in Savannah, Georgia, with two rocking chairs.",
+        "Cottages in the village of Little Ashby.",
+        "A vintage Aston Martin parked outside a hotel.",
+        "A Martin acoustic guitar leaning on an amp.",
+        "A Bloody Mary with a celery stick.",
+    ],
+)
+def test_things_and_places_named_like_people_are_nobody(analyzer: PeopleAnalyzer, prompt: str) -> None:
+    assert [m.text for m in analyzer.analyze(prompt).people] == []

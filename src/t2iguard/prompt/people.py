@@ -695,6 +695,8 @@ class PeopleAnalyzer:
                 or self.gazetteer.match(text[r.start : r.end]) is not None
                 or text[r.start : r.end].split()[0].lower() in given_names()
                 or text[r.start : r.end].split()[0].lower() in HONORIFICS
+                # the names themselves can make a prompt look foreign ("Oyunaa Tserendorj making buuz")
+                or _in_person_context(artifacts.tokens, r.start, r.end)
             ]
         merged: list[list[Any]] = []  # [start, end, score, sources]
         for r in persons:
@@ -941,7 +943,8 @@ _PLACE_FIRST = frozenset(
 )
 _PLACE_BEFORE = re.compile(
     rf"(?:\b(?:{'|'.join(sorted(_PLACE_FIRST | {'são', 'sao', 'calle', 'avenida', 'plaza'}))})\.?"
-    r"|\b(?:corner|intersection|junction)\s+of\b[^.;!?]{0,40})\s*$",
+    r"|\b(?:corner|intersection|junction)\s+of\b[^.;!?]{0,40}"
+    r"|\b(?:village|town|city|county|province|island|isle|port|pont|ponte|puente)(?:\s+of)?)\s*$",
     re.IGNORECASE,
 )
 # the text a sign or label carries, not a person it depicts ('a sign that reads "David"')
@@ -1018,6 +1021,26 @@ _NAMED_THINGS = re.compile(
             "tim hortons",
             "uncle ben's",
             "chuck e. cheese",
+            # cars, guitars, drinks, dishes, breeds and plants named with a person's name
+            "aston martin",
+            "fender stratocaster",
+            "tom collins",
+            "bloody mary",
+            "general tso",
+            "eggs benedict",
+            "beef wellington",
+            "lazy susan",
+            "black-eyed susan",
+            "sweet william",
+            "jack-in-the-pulpit",
+            "king charles spaniel",
+            "gordon setter",
+            "sara lee",
+            "betty crocker",
+            "little debbie",
+            "aunt jemima",
+            "johnnie walker",
+            "jim beam",
         )
     ),
     re.IGNORECASE,
@@ -1035,7 +1058,14 @@ def _not_a_person(text: str, start: int, end: int, sources: list[str]) -> bool:
         return True  # "Graham Street", "a scissor jack truck" ("Jessica Park" stays a person)
     if words and (words[0] in _PLACE_FIRST or (len(words) > 1 and words[0] in _DISH_FIRST)):
         return True  # "Storm Ciara", "Saint Lucia", "Beef Stroganoff", "Peach Melba"
+    if len(words) > 2 and words[-1] in _PLACE_WORDS:
+        return True  # "Queen Elizabeth Olympic Park" ("Jessica Park" stays a person)
     before, after = text[:start], text[end:]
+    ahead = _PLACE_AHEAD.match(after)
+    if ahead is not None and ahead.group(1).lower() in _PLACE_WORDS:
+        return True  # "Louis Armstrong New Orleans International Airport"
+    if words and words[-1] in _PLACE_NAMES and (_PLACE_PREPOSITION.search(before) or _PLACE_COMMA.search(before)):
+        return True  # "a cafe in Milan", "Savannah, Georgia": places that are also given names
     if _SIGN_AFTER.match(after) or _BRAND_BEFORE.search(before):
         return True
     nxt = re.match(r"\s*([’']s\b)?\s*([\w’'&.]+)", after)
@@ -1100,6 +1130,63 @@ _DISH_FIRST = frozenset(
         "pie",
     ]
 )
+# a name of a place after one to two more capitalised words ("... New Orleans International Airport")
+_PLACE_AHEAD = re.compile(r"\s+(?:[A-Z][\w'’.-]*\s+){1,2}([A-Z]\w+)\b")
+# a capitalised place and a comma before a region ("Savannah, Georgia")
+_PLACE_COMMA = re.compile(r"\b[A-Z][a-z]+,\s*$")
+# places that are also given names (countries, US states, cities)
+_PLACE_NAMES = frozenset(
+    [
+        "georgia",
+        "milan",
+        "florence",
+        "savannah",
+        "austin",
+        "victoria",
+        "charlotte",
+        "jackson",
+        "madison",
+        "sydney",
+        "paris",
+        "adelaide",
+        "eugene",
+        "lincoln",
+        "orlando",
+        "santiago",
+        "valencia",
+        "jordan",
+        "chad",
+        "israel",
+        "india",
+        "lima",
+        "regina",
+        "kingston",
+        "aurora",
+        "alexandria",
+        "augusta",
+        "helena",
+        "camden",
+        "preston",
+        "denver",
+        "dallas",
+        "houston",
+        "phoenix",
+        "tyler",
+        "carolina",
+        "virginia",
+        "florida",
+        "india",
+        "chelsea",
+        "brooklyn",
+        "jersey",
+        "montana",
+        "dakota",
+        "nevada",
+        "asia",
+        "africa",
+        "america",
+    ]
+)
 _DETERMINER = re.compile(r"\s+(?:a|an|the|his|her|their|its|my|our|some|two|three)\b", re.IGNORECASE)
 
 
@@ -1107,9 +1194,9 @@ def _names_in_context(doc: Any, covered: set[int], dictionary: Container[str]) -
     """Runs of capitalised words the other rules missed (names of no list, or that the NER model
     labelled a place or an organisation) in a person's context: followed by an action verb ("Nneka
     Okafor braiding hair"), after a picture of someone ("a portrait of Ama Boateng") or after a
-    relation ("our babysitter, Hailey"). A run of one word needs a relation; a run of English words
-    needs a first name first and a picture or a relation ("a painting of Eleanor Price"), not only a
-    verb ("Young Giraffe peeking")."""
+    relation ("our babysitter, Hailey"). A run of one word needs a relation, or a verb and a personal
+    pronoun after it; a run of English words needs a first name first and a picture or a relation
+    ("a painting of Eleanor Price"), not only a verb ("Young Giraffe peeking")."""
     out = []
     i = 0
     while i < len(doc):
@@ -1138,22 +1225,57 @@ def _names_in_context(doc: Any, covered: set[int], dictionary: Container[str]) -
             continue
         foreign = any(w not in dictionary for w in words)
         named = foreign or words[0] in name_words()
+        pictured = bool(_PICTURE_OF.search(before) or _RELATION_BEFORE.search(before))
         if len(words) == 1:
-            if _RELATION_BEFORE.search(before) and named:
+            # one word: a relation before it, or an action verb and a personal pronoun after it
+            # ("Rose trimming the hedges in her garden"; "Heather covering the hills" is a plant, "Guy
+            # riding in his boat" a man)
+            if named and (
+                _RELATION_BEFORE.search(before)
+                or (
+                    words[0] not in _PERSON_WORDS
+                    and _acting(doc, span.end)
+                    and _PRONOUN_AFTER.match(doc.text[span.end_char :])
+                )
+            ):
                 out.append(span)
             continue
-        nxt = doc[span.end] if span.end < len(doc) else None
-        acting = (
-            nxt is not None
-            and nxt.is_lower
-            and nxt.is_alpha
-            and nxt.lower_.endswith("ing")
-            and nxt.tag_ in ("VBG", "NN")
-            and nxt.lower_ not in _ING_NOUNS
-        )
-        if (foreign and acting) or (named and (_PICTURE_OF.search(before) or _RELATION_BEFORE.search(before))):
+        if (foreign and _acting(doc, span.end)) or (named and pictured):
             out.append(span)
     return out
+
+
+# words for a person that are also given names ("Guy sitting on the ground")
+_PERSON_WORDS = frozenset(["guy", "man", "woman", "boy", "girl", "lady", "kid", "dude", "baby", "person", "chef"])
+# a personal pronoun later in the sentence ("... in her front garden")
+_PRONOUN_AFTER = re.compile(r"[^.;!?]*\b(?:his|her|hers|him|himself|herself|their|them|themselves)\b", re.IGNORECASE)
+
+
+def _acting(doc: Any, k: int) -> bool:
+    """An action verb at token ``k`` ("braiding"), or after "and" and another name ("Khalid and Mariam
+    Al-Saadi holding"): a lower-case -ing word the tagger calls a verb, or a noun that is no -ing noun."""
+    if k < len(doc) and doc[k].lower_ == "and":
+        k += 1
+        while k < len(doc) and (doc[k].is_title or doc[k].text == "-" or (doc[k - 1].text == "-" and doc[k].is_alpha)):
+            k += 1
+    if k >= len(doc):
+        return False
+    tok = doc[k]
+    return (
+        tok.is_lower
+        and tok.is_alpha
+        and tok.lower_.endswith("ing")
+        and tok.tag_ in ("VBG", "NN")
+        and tok.lower_ not in _ING_NOUNS
+    )
+
+
+def _in_person_context(doc: Any, start: int, end: int) -> bool:
+    """The text span [start, end) is in a person's context: an action verb after it, a picture of
+    someone or a relation before it (see :func:`_names_in_context`)."""
+    after = [t for t in doc if t.idx >= end]
+    before = doc.text[:start]
+    return bool((after and _acting(doc, after[0].i)) or _PICTURE_OF.search(before) or _RELATION_BEFORE.search(before))
 
 
 # nouns after a name that still show the person named ("a Jane Doe portrait", "the Okafor family")
@@ -1195,13 +1317,15 @@ _COMMON_NOUN_TAGS = frozenset({"NN", "NNS"})
 def _names_a_kind_of_thing(doc: Any, start: int, end: int) -> bool:
     """A name that modifies the common noun after it names a product, a breed, a dish or a plant,
     not a person: "a John Deere tractor", "Graham crackers", "a Jack Russell terrier", "Lily pads"
-    (spaCy's part-of-speech tags). A possessive ("Maria's kitchen"), a verb ("Tom Becker mowing",
+    (spaCy's part-of-speech tags), also across an adjective ("a Martin acoustic guitar"). A possessive ("Maria's kitchen"), a verb ("Tom Becker mowing",
     even mistagged as a noun) and a picture of the person ("a Jane Doe portrait") keep the person."""
     inside = [t for t in doc if start <= t.idx < end]
     after = [t for t in doc if t.idx >= end and not t.is_space]
     nxt = after[0] if after else None
     if inside and inside[0].text[:1].isupper() and len(inside) > 1 and _kind_noun(inside[-1]):
         return True  # the NER model took the noun in ("Jack Dempsey cichlid")
+    if nxt is not None and nxt.tag_ == "JJ" and nxt.is_lower and len(after) > 1 and _kind_noun(after[1]):
+        return True  # ... with an adjective between ("a Martin acoustic guitar", "Ruby red grapefruit")
     return nxt is not None and _kind_noun(nxt)
 
 
