@@ -9,12 +9,14 @@ overlaps the name, and as *correctly classified* when that span is public (match
 figure) for a public name and private for a private one. Latency is the wall time of one
 uncached analysis per prompt (spaCy NER + Presidio recognizers + gazetteer), after a warm-up.
 
-Second part, the written prompts of ``bench/data/people_captions.yaml`` (1,939, see its header) and
-``bench/data/people_captions_2.yaml`` (1,281, written later as a fresh held-out set): the default
+Second part, the written prompts of ``bench/data/people_captions.yaml`` (1,939, see its header),
+``people_captions_2.yaml`` (1,281) and ``people_captions_3.yaml`` (981), each written later as a
+fresh held-out set for the next change of the people rules (see their headers): the default
 policy's prompt checks on captions that name nobody (how many the people checks flag: anonymized or
 blocked as naming someone — false positives), on prompts naming invented private people (how many get
 a ``private_individual`` flag) and on prompts naming famous people (how many are recognised as public
-figures), on the DEV and HELD halves of the first file and on the whole second file (``NEW``).
+figures), on the DEV and HELD halves of the first file and on the whole second (``F2``) and third
+(``F3``) files.
 """
 
 from __future__ import annotations
@@ -39,7 +41,11 @@ from t2iguard.core.types import Action, Category
 from t2iguard.prompt.people import get_people_analyzer
 
 CAPTIONS = Path(__file__).parent / "data" / "people_captions.yaml"
-CAPTIONS_2 = Path(__file__).parent / "data" / "people_captions_2.yaml"
+# the other files of written prompts and their labels in the report
+CAPTIONS_MORE = {
+    "F2": Path(__file__).parent / "data" / "people_captions_2.yaml",
+    "F3": Path(__file__).parent / "data" / "people_captions_3.yaml",
+}
 PEOPLE_STAGES = frozenset({"public_figure", "anonymize"})
 
 
@@ -62,15 +68,15 @@ def half(text: str) -> str:
 def written_captions(models: ModelCache) -> dict[str, dict[str, int]]:
     """The default policy's people checks on the written captions: counts per kind and half."""
     items = []
-    for path in (CAPTIONS, CAPTIONS_2):
+    for label, path in {"": CAPTIONS, **CAPTIONS_MORE}.items():
         spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-        items += [(s["people"], str(p), path == CAPTIONS_2) for s in spec["sets"] for p in s["prompts"]]
+        items += [(s["people"], str(p), label) for s in spec["sets"] for p in s["prompts"]]
     stack = SafetyStack(models=models)
     counts: dict[str, dict[str, int]] = {}
     for start in range(0, len(items), 256):
         chunk = items[start : start + 256]
-        for (kind, text, new), d in zip(chunk, stack.check_prompts([t for _, t, _ in chunk]), strict=True):
-            part = "NEW" if new else half(text)
+        for (kind, text, label), d in zip(chunk, stack.check_prompts([t for _, t, _ in chunk]), strict=True):
+            part = label or half(text)
             c = counts.setdefault(f"{kind}/{part}", {"prompts": 0, "people_flag": 0, "private": 0, "public": 0})
             c["prompts"] += 1
             if not isinstance(d, Decision):
@@ -83,7 +89,8 @@ def written_captions(models: ModelCache) -> dict[str, dict[str, int]]:
             )
             analysis = pf.artifacts.get("people") if pf is not None else None
             c["public"] += analysis is not None and bool(analysis.public)
-    return dict(sorted(counts.items()))
+    order = ["DEV", "HELD", *CAPTIONS_MORE]
+    return dict(sorted(counts.items(), key=lambda kv: (kv[0].split("/")[0], order.index(kv[0].split("/")[1]))))
 
 
 def main() -> None:
@@ -152,7 +159,7 @@ def main() -> None:
         "Misclassified: " + "; ".join(r["prompt"] for r in res["errors"]) if res["errors"] else "Misclassified: none",
         "",
         "Written prompts (`bench/data/people_captions.yaml`, DEV and HELD halves; `people_captions_2.yaml`,"
-        " NEW), the default policy's prompt checks:",
+        " F2; `people_captions_3.yaml`, F3), the default policy's prompt checks:",
         "",
         "| prompts | half | n | flagged by the people checks | private_individual flag | public figure recognised |",
         "|---|---|---:|---:|---:|---:|",
