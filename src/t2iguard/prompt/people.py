@@ -1225,7 +1225,7 @@ def _names_in_context(doc: Any, covered: set[int], dictionary: Container[str]) -
             continue
         foreign = any(w not in dictionary for w in words)
         named = foreign or words[0] in name_words()
-        pictured = bool(_PICTURE_OF.search(before) or _RELATION_BEFORE.search(before))
+        pictured = _person_before(before)
         if len(words) == 1:
             # one word: a relation before it, or an action verb and a personal pronoun after it
             # ("Rose trimming the hedges in her garden"; "Heather covering the hills" is a plant, "Guy
@@ -1274,8 +1274,12 @@ def _in_person_context(doc: Any, start: int, end: int) -> bool:
     """The text span [start, end) is in a person's context: an action verb after it, a picture of
     someone or a relation before it (see :func:`_names_in_context`)."""
     after = [t for t in doc if t.idx >= end]
-    before = doc.text[:start]
-    return bool((after and _acting(doc, after[0].i)) or _PICTURE_OF.search(before) or _RELATION_BEFORE.search(before))
+    return bool(after and _acting(doc, after[0].i)) or _person_before(doc.text[:start])
+
+
+def _person_before(before: str) -> bool:
+    """A picture of someone or a relation right before a name ("a portrait of", "our babysitter,")."""
+    return bool(_PICTURE_OF.search(before) or _RELATION_BEFORE.search(before))
 
 
 # nouns after a name that still show the person named ("a Jane Doe portrait", "the Okafor family")
