@@ -672,6 +672,23 @@ class PeopleAnalyzer:
         view, src = self._readable(text)
         return (text, None) if view == text else (view, src)
 
+    def _kept_in_other_language(self, text: str, result: Any, doc: Any) -> bool:
+        """In a prompt of another language the English NER model takes capitalised nouns for names
+        ("Eine Katze", "Messer"): keep what the other recognisers found, gazetteer names, names the
+        NER model found that start with a given name or an honorific ("Neha Kulkarni cooking
+        biryani"), and names in a person's context, which can make a prompt look foreign themselves
+        ("Oyunaa Tserendorj making buuz")."""
+        if (result.recognition_metadata or {}).get("t2iguard_source", "ner") not in _NER_SOURCES:
+            return True
+        span = text[result.start : result.end]
+        first = span.split()[0].lower()
+        return (
+            self.gazetteer.match(span) is not None
+            or first in given_names()
+            or first in HONORIFICS
+            or _in_person_context(doc, result.start, result.end)
+        )
+
     def _analyze(self, text: str, artifacts: Any = None) -> PeopleAnalysis:
         nlp_text = text
         if artifacts is None:
@@ -685,19 +702,7 @@ class PeopleAnalyzer:
         )
         persons = sorted((r for r in results if r.entity_type == PERSON), key=lambda r: (r.start, -r.end))
         if self._language is not None and not self._language.english(text):
-            # another language: the English NER model takes its capitalised nouns for names ("Eine
-            # Katze", "Messer"); keep the gazetteer, given names and honorifics, and names the NER
-            # model found that start with a given name ("Neha Kulkarni cooking biryani")
-            persons = [
-                r
-                for r in persons
-                if (r.recognition_metadata or {}).get("t2iguard_source", "ner") not in _NER_SOURCES
-                or self.gazetteer.match(text[r.start : r.end]) is not None
-                or text[r.start : r.end].split()[0].lower() in given_names()
-                or text[r.start : r.end].split()[0].lower() in HONORIFICS
-                # the names themselves can make a prompt look foreign ("Oyunaa Tserendorj making buuz")
-                or _in_person_context(artifacts.tokens, r.start, r.end)
-            ]
+            persons = [r for r in persons if self._kept_in_other_language(text, r, artifacts.tokens)]
         merged: list[list[Any]] = []  # [start, end, score, sources]
         for r in persons:
             src = (r.recognition_metadata or {}).get("t2iguard_source", "ner")
@@ -1273,8 +1278,8 @@ def _acting(doc: Any, k: int) -> bool:
 def _in_person_context(doc: Any, start: int, end: int) -> bool:
     """The text span [start, end) is in a person's context: an action verb after it, a picture of
     someone or a relation before it (see :func:`_names_in_context`)."""
-    after = [t for t in doc if t.idx >= end]
-    return bool(after and _acting(doc, after[0].i)) or _person_before(doc.text[:start])
+    nxt = next((t for t in doc if t.idx >= end), None)
+    return (nxt is not None and _acting(doc, nxt.i)) or _person_before(doc.text[:start])
 
 
 def _person_before(before: str) -> bool:
@@ -1321,8 +1326,9 @@ _COMMON_NOUN_TAGS = frozenset({"NN", "NNS"})
 def _names_a_kind_of_thing(doc: Any, start: int, end: int) -> bool:
     """A name that modifies the common noun after it names a product, a breed, a dish or a plant,
     not a person: "a John Deere tractor", "Graham crackers", "a Jack Russell terrier", "Lily pads"
-    (spaCy's part-of-speech tags), also across an adjective ("a Martin acoustic guitar"). A possessive ("Maria's kitchen"), a verb ("Tom Becker mowing",
-    even mistagged as a noun) and a picture of the person ("a Jane Doe portrait") keep the person."""
+    (spaCy's part-of-speech tags), also across an adjective ("a Martin acoustic guitar"). A
+    possessive ("Maria's kitchen"), a verb ("Tom Becker mowing", even mistagged as a noun) and a
+    picture of the person ("a Jane Doe portrait") keep the person."""
     inside = [t for t in doc if start <= t.idx < end]
     after = [t for t in doc if t.idx >= end and not t.is_space]
     nxt = after[0] if after else None
