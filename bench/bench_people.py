@@ -10,13 +10,15 @@ figure) for a public name and private for a private one. Latency is the wall tim
 uncached analysis per prompt (spaCy NER + Presidio recognizers + gazetteer), after a warm-up.
 
 Second part, the written prompts of ``bench/data/people_captions.yaml`` (1,939, see its header),
-``people_captions_2.yaml`` (1,281) and ``people_captions_3.yaml`` (981), each written later as a
-fresh held-out set for the next change of the people rules (see their headers): the default
+``people_captions_2.yaml`` (1,281), ``people_captions_3.yaml`` (981) and ``people_captions_4.yaml`` to
+``_7.yaml`` (660, 590, 620, 630), each written later as a fresh held-out set for the next change of the
+people rules (see their headers; the last four are art prompts that credit creators, pictured private
+people, and private people named after "by" as the ones who act, reported per group; in the last two the
+writers marked the pictured names, and the report counts whether that name was found): the default
 policy's prompt checks on captions that name nobody (how many the people checks flag: anonymized or
 blocked as naming someone — false positives), on prompts naming invented private people (how many get
 a ``private_individual`` flag) and on prompts naming famous people (how many are recognised as public
-figures), on the DEV and HELD halves of the first file and on the whole second (``F2``) and third
-(``F3``) files.
+figures), on the DEV and HELD halves of the first file and on the whole later files (``F2`` to ``F7``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -45,6 +48,10 @@ CAPTIONS = Path(__file__).parent / "data" / "people_captions.yaml"
 CAPTIONS_MORE = {
     "F2": Path(__file__).parent / "data" / "people_captions_2.yaml",
     "F3": Path(__file__).parent / "data" / "people_captions_3.yaml",
+    "F4": Path(__file__).parent / "data" / "people_captions_4.yaml",
+    "F5": Path(__file__).parent / "data" / "people_captions_5.yaml",
+    "F6": Path(__file__).parent / "data" / "people_captions_6.yaml",
+    "F7": Path(__file__).parent / "data" / "people_captions_7.yaml",
 }
 PEOPLE_STAGES = frozenset({"public_figure", "anonymize"})
 
@@ -70,15 +77,25 @@ def written_captions(models: ModelCache) -> dict[str, dict[str, int]]:
     items = []
     for label, path in {"": CAPTIONS, **CAPTIONS_MORE}.items():
         spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-        items += [(s["people"], str(p), label) for s in spec["sets"] for p in s["prompts"]]
+        # a set's `group` (credit, depicted, ...) refines its kind in the report
+        # ... and its `pictured` lists the names of the people a prompt pictures (files 6 and 7)
+        items += [
+            (s["people"] + (f" ({s['group']})" if "group" in s else ""), str(p), label, names)
+            for s in spec["sets"]
+            for p, names in zip(s["prompts"], s.get("pictured") or [None] * len(s["prompts"]), strict=True)
+        ]
     stack = SafetyStack(models=models)
     counts: dict[str, dict[str, int]] = {}
     for start in range(0, len(items), 256):
         chunk = items[start : start + 256]
-        for (kind, text, label), d in zip(chunk, stack.check_prompts([t for _, t, _ in chunk]), strict=True):
+        for (kind, text, label, names), d in zip(chunk, stack.check_prompts([t for _, t, _, _ in chunk]), strict=True):
             part = label or half(text)
             c = counts.setdefault(f"{kind}/{part}", {"prompts": 0, "people_flag": 0, "private": 0, "public": 0})
             c["prompts"] += 1
+            if names:
+                c.setdefault("pictured", 0)
+                c.setdefault("pictured_found", 0)
+                c["pictured"] += 1
             if not isinstance(d, Decision):
                 c["people_flag"] += 1  # rejected input: counted against the recogniser
                 continue
@@ -89,6 +106,11 @@ def written_captions(models: ModelCache) -> dict[str, dict[str, int]]:
             )
             analysis = pf.artifacts.get("people") if pf is not None else None
             c["public"] += analysis is not None and bool(analysis.public)
+            if names and analysis is not None:
+                # the pictured name itself found as a private person (not some other span)
+                c["pictured_found"] += any(
+                    n.lower() in m.text.lower() or m.text.lower() in n.lower() for m in analysis.private for n in names
+                )
     order = ["DEV", "HELD", *CAPTIONS_MORE]
     return dict(sorted(counts.items(), key=lambda kv: (kv[0].split("/")[0], order.index(kv[0].split("/")[1]))))
 
@@ -134,7 +156,7 @@ def main() -> None:
             }
         )
     n = len(items)
-    res = {
+    res: dict[str, Any] = {
         "prompts": n,
         "public": sum(1 for r in rows if r["public"]),
         "private": sum(1 for r in rows if not r["public"]),
@@ -159,17 +181,21 @@ def main() -> None:
         "Misclassified: " + "; ".join(r["prompt"] for r in res["errors"]) if res["errors"] else "Misclassified: none",
         "",
         "Written prompts (`bench/data/people_captions.yaml`, DEV and HELD halves; `people_captions_2.yaml`,"
-        " F2; `people_captions_3.yaml`, F3), the default policy's prompt checks:",
+        " F2; `people_captions_3.yaml` to `_7.yaml`, F3 to F7), the default policy's prompt checks. In F6 and F7"
+        " the writers marked each pictured private person's name: the last column counts prompts whose marked"
+        " name itself was found as a private person.",
         "",
-        "| prompts | half | n | flagged by the people checks | private_individual flag | public figure recognised |",
-        "|---|---|---:|---:|---:|---:|",
+        "| prompts | half | n | flagged by the people checks | private_individual flag | public figure recognised"
+        " | pictured name found |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for key, c in res["written_captions"].items():
         kind, part = key.split("/")
         n_k = c["prompts"]
         md.append(
             f"| {kind} | {part} | {n_k} | {c['people_flag']} ({c['people_flag'] / n_k:.1%}) | "
-            f"{c['private']} ({c['private'] / n_k:.1%}) | {c['public']} ({c['public'] / n_k:.1%}) |"
+            f"{c['private']} ({c['private'] / n_k:.1%}) | {c['public']} ({c['public'] / n_k:.1%}) | "
+            + (f"{c['pictured_found']} of {c['pictured']} |" if c.get("pictured") else "– |")
         )
     (out / "people.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
