@@ -431,3 +431,79 @@ def test_public_figures_written_in_other_ways(analyzer: PeopleAnalyzer, prompt: 
 )
 def test_things_and_places_named_like_people_are_nobody(analyzer: PeopleAnalyzer, prompt: str) -> None:
     assert [m.text for m in analyzer.analyze(prompt).people] == []
+
+
+@pytest.mark.parametrize(
+    ("prompt", "credited"),
+    [
+        # a noun before "by" in an art prompt credits the author; "part by", a sentence before "by"
+        ("oil painting of an old sailor's hands by tomasz wrobel, dramatic light", ["tomasz wrobel"]),
+        ("portraits of a dancer, part by Ines Carvalho, part by Juhani Laine", ["Ines Carvalho", "Juhani Laine"]),
+        ("two herons at dawn. wide angle. by arvid lindqvist", ["arvid lindqvist"]),
+        # a comma list after a credited name or an artist of the gazetteer: every name in it credits
+        (
+            "a lighthouse in a storm by ola brekke, kemi adeyemi, sato ren, 8k",
+            ["ola brekke", "kemi adeyemi", "sato ren"],
+        ),
+        ("misty forest, greg rutkowski, james okoro, octane render", ["greg rutkowski", "james okoro"]),
+        # alone between commas in a list of modifiers; a style after a name
+        ("a lighthouse on black rocks, Ilse Vandermeer, moody, muted colors", ["Ilse Vandermeer"]),
+        ("floating island city, james okoro style, golden light", ["james okoro"]),
+        ("a ruined temple by lena vogt and marco bellini and ayo okafor, trending on artstation", None),
+    ],
+)
+def test_creators_credited_in_art_prompts_are_not_depicted(
+    analyzer: PeopleAnalyzer, prompt: str, credited: list[str] | None
+) -> None:
+    a = analyzer.analyze(prompt)
+    assert a.private == []
+    if credited is not None:
+        assert [p.text for p in a.people if p.style_reference] == credited
+
+
+@pytest.mark.parametrize(
+    ("prompt", "name"),
+    [
+        # the one who acts after "by" is in the picture, art prompt or not
+        ("a toddler carried by her uncle Femi Adebayo across the sand, photo, 8k", "Femi Adebayo"),
+        ("cinematic photo of a kite flown by Kwame Mensah on a hill", "Kwame Mensah"),
+        ("a fishing boat with a man standing by Ilse Vermeer, oil painting", "Ilse Vermeer"),
+        # a pictured private person in an art prompt that credits an artist too
+        ("oil painting portrait of my aunt Ngozi Eze, warm light, by john singer sargent", "Ngozi Eze"),
+        # a verb, then how, where or when, before "by"
+        ("a wooden boat rowed slowly across the bay by Aroha Tane, film photo", "Aroha Tane"),
+        ("a garden gate painted green by Moana Pele, summer, photo", "Moana Pele"),
+        # alone between commas, but beside a description of a person, or the subject is an action
+        ("a medieval archer, Bogdan Kravets, tall young man, leather armor, artstation", "Bogdan Kravets"),
+        ("mending the fishing nets on a pier, morning fog, 35mm photo, Tavita Leota", "Tavita Leota"),
+    ],
+)
+def test_people_after_by_who_act_or_are_pictured_stay_people(analyzer: PeopleAnalyzer, prompt: str, name: str) -> None:
+    assert [m.text for m in analyzer.analyze(prompt).private] == [name]
+
+
+def test_a_famous_non_artist_listed_after_a_credit_is_depicted(analyzer: PeopleAnalyzer) -> None:
+    a = analyzer.analyze("a painting by ilya moroz, taylor swift and a dog in a meadow")
+    swift = [p for p in a.people if p.match is not None and p.match.figure.name == "Taylor Swift"]
+    assert swift and not swift[0].style_reference and a.public
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        # symbols, holy figures, quoted lettering and speech
+        "A small silver Star of David on a chain.",
+        "Candles before a statue of Holy Mary in a chapel.",
+        'A protest banner reads "Stand with Nadia Rahimi and the nurses".',
+        'A crowd chanting "Viva Lucho" at a rally in the square.',
+        'A parrot squawks, "Polly wants a cracker, Captain Morgan!"',
+    ],
+)
+def test_symbols_lettering_and_speech_name_nobody_private(analyzer: PeopleAnalyzer, prompt: str) -> None:
+    assert analyzer.analyze(prompt).private == []
+
+
+def test_a_quoted_name_alone_or_a_quoted_prompt_is_still_a_person(analyzer: PeopleAnalyzer) -> None:
+    assert [m.text for m in analyzer.analyze('a portrait of "Maria Lopez" in her garden').private] == ["Maria Lopez"]
+    quoted = analyzer.analyze('"a portrait of my neighbor Maria Lopez gardening"')
+    assert [m.text for m in quoted.private] == ["Maria Lopez"]

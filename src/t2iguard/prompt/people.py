@@ -25,6 +25,7 @@ fuzzy matching, and marked as a *style reference* when it credits an artist ("by
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 from collections import OrderedDict
@@ -185,8 +186,104 @@ _CREDIT_NOUNS = frozenset(
 )
 _STYLE_OF = re.compile(r"(?:style|styles|manner|aesthetic|aesthetics|vein|school|spirit)\s+of\s*$", re.IGNORECASE)
 _STYLE_PREFIX = re.compile(r"(?:inspired\s+by|influenced\s+by|à\s+la|a\s+la)\s*$", re.IGNORECASE)
-_BY_PREFIX = re.compile(r"(?:([\w'-]+)\s*([,;:]?)\s*)?\bby\s*$", re.IGNORECASE)
+_BY_PREFIX = re.compile(r"(?:([\w'-]+)\s*([,;:.]?)\s*)?\bby\s*$", re.IGNORECASE)
 _AND_PREFIX = re.compile(r"(?:,|\band\b|&)\s*$", re.IGNORECASE)
+# a prompt for a picture in a style ("oil painting", "artstation", "8k"): there, "X by NAME" after a
+# noun credits the author ("portrait of a woman's face by Wayne Barlowe", "part by Jenny Saville")
+_ART_CONTEXT = re.compile(
+    r"\b(?:(?:art|artwork|painting|portrait|illustration|drawing|sketch|render|photo|photograph|poster|"
+    r"canvas|watercolou?r|style|print|woodcut|linocut|etching|engraving|sculpture|mural|fresco|scroll|"
+    r"miniature|still)s?|painted|rendered|rendering|photography|artstation|octane|unreal\s+engine|anime|manga|"
+    r"gouache|pastel|charcoal|pencil|ink|tempera|painterly|photorealistic|matte|[48]\s?k|hd|highly\s+detailed|"
+    r"cinematic|trending)\b",
+    re.IGNORECASE,
+)
+# ... but not after a verb: the one who acts is in the picture ("a toddler carried by Tunde",
+# "a kite flown by Kenji", "a man standing by Anna", "a cake cut by Rosa")
+_AGENTIVE = re.compile(r"(?:ed|en|wn|ing|ght|ung)$")
+_AGENTIVE_WORDS = frozenset(
+    [
+        "laid",
+        "paid",
+        "said",
+        "back",
+        "up",
+        "out",
+        "down",
+        "off",
+        "over",
+        "away",
+        "along",
+        "around",
+        "in",
+        "on",
+        "home",
+        "held",
+        "led",
+        "fed",
+        "hit",
+        "cut",
+        "run",
+        "put",
+        "set",
+        "met",
+        "kept",
+        "won",
+        "spun",
+        "swung",
+        "hung",
+        "dug",
+        "made",
+        "done",
+        "sat",
+        "stood",
+        "let",
+        "shut",
+        "read",
+        "bit",
+        "and",
+        "or",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "stand",
+        "stands",
+        "pass",
+        "passes",
+        "go",
+        "goes",
+        "walk",
+        "walks",
+        "drive",
+        "drives",
+        "come",
+        "comes",
+        "stop",
+        "stops",
+        "sit",
+        "sits",
+        "wait",
+        "waits",
+        "lie",
+        "lies",
+        "close",
+        "nearby",
+        "right",
+        "just",
+    ]
+)
+# after a name, it names a style ("jack kirby style", "wes anderson aesthetic", "a giger-inspired hall")
+_STYLE_WORDS = frozenset(["style", "styled", "aesthetic", "aesthetics", "cinematography", "esque"])
+_STYLE_AFTER = re.compile(
+    r"^\s*-?\s*(?:style|styled|aesthetics?|inspired|esque|cinematography|art\s+style)\b", re.IGNORECASE
+)
+_SEGMENT_SEP = re.compile(r"[,;|]")
+# a segment of a comma list that is only a name ("..., mignola, ...")
+_NAME_SEGMENT = re.compile(r"^[^\W\d_][\w.'’-]*(?:\s+[^\W\d_][\w.'’-]*){0,3}$")
+_ENDS_BY_NAME = re.compile(r"\bby\s+[^\W\d_][\w.'’-]*(?:\s+[^\W\d_][\w.'’-]*){0,3}$", re.IGNORECASE)
+_LIST_SPLIT = re.compile(r"[,;]|\band\b|&", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -719,6 +816,10 @@ class PeopleAnalyzer:
             if score < self.min_score:
                 continue
             span = text[start:end]
+            tail = re.search(r"\s+(?:and|&)$", span, re.IGNORECASE)
+            if tail is not None:  # "Arthur Rackham and" (the NER model's span ran into a list)
+                end = start + tail.start()
+                span = text[start:end]
             # the whole span decides: "Mario Rossi" holds the alias "Mario" but is somebody else; a
             # one-word given name is that name, not a misspelling of another ("Maria" is no "Mario")
             match = self.gazetteer.match(span, fuzzy=" " in span.strip() or span.lower() not in name_words())
@@ -747,7 +848,9 @@ class PeopleAnalyzer:
                     score=float(score),
                     sources=tuple(sources),
                     match=match,
-                    style_reference=_is_style_reference(text, start, people),
+                    style_reference=_is_style_reference(
+                        text, start, end, people, self._common, match.figure.kind if match is not None else None
+                    ),
                 )
             )
         pii = [
@@ -954,8 +1057,9 @@ _PLACE_BEFORE = re.compile(
 )
 # the text a sign or label carries, not a person it depicts ('a sign that reads "David"')
 _SIGN_TEXT = re.compile(
-    r"(?:\b(?:reads?|reading|says|saying|written|words?|labell?ed|titled|spell(?:s|ed|ing)?)"
-    r"|\bsigns?\s+(?:for|of|to|pointing\s+(?:the\s+way\s+)?to))\s*[,:]?\s*[\"'“‘(]?\s*$",
+    r"(?:\b(?:reads?|reading|says|saying|written|words?|labell?ed|titled|spell(?:s|ed|ing)?|scrawled|"
+    r"(?:chant|exclaim|shout|scream|yell|whisper)(?:s|ed|ing)?|cr(?:y|ies|ied|ying))"
+    r"|\bsigns?\s+(?:for|of|to|pointing\s+(?:the\s+way\s+)?to))(?:\s+of)?\s*[,:]?\s*[\"'“‘(]?\s*$",
     re.IGNORECASE,
 )
 # a greeting written on a cake, a card or a banner ("a cake that says Happy Birthday Emily"): the
@@ -974,7 +1078,10 @@ _INSCRIBED = re.compile(
     re.IGNORECASE,
 )
 # a sign's text named after the span ("with Walton-Le-Dale written on it")
-_SIGN_AFTER = re.compile(r"^\s*[\"'”’)]?\s*(?:written|printed|painted|spelled|stenciled|displayed)\b", re.IGNORECASE)
+_SIGN_AFTER = re.compile(
+    r"^\s*[\"'”’)]?\s*(?:written|printed|painted|spelled|stenciled|displayed|scrawled|scribbled|carved|etched)\b",
+    re.IGNORECASE,
+)
 # a product's brand after a container ("a bottle of Bacardi", "a can of Heinz")
 _BRAND_BEFORE = re.compile(
     r"\b(?:bottles?|cans?|box(?:es)?|jars?|packs?|packets?|cartons?|tins?|bags?|brand)\s+of\s*$",
@@ -1015,6 +1122,9 @@ _NAMED_THINGS = re.compile(
         for t in (
             "big ben",
             "queen mary",
+            "star of david",
+            "union jack",
+            "adam's apple",
             "good humor",
             "oscar mayer",
             "jack daniel's",
@@ -1083,6 +1193,8 @@ def _not_a_person(text: str, start: int, end: int, sources: list[str]) -> bool:
             return True  # "Sam's Club", "Fawcett's Malt": a possessive before a capitalised noun
     if any(rule.search(before) for rule in (_PLACE_BEFORE, _SIGN_TEXT, _NAMED_NONPERSON, _PET_BEFORE)):
         return True
+    if _in_quotation(text, start, end):
+        return True
     if _PET_AFTER.match(after):
         return True
     if _GREETING.search(before) and _INSCRIBED.search(before):
@@ -1098,6 +1210,28 @@ def _not_a_person(text: str, start: int, end: int, sources: list[str]) -> bool:
     single = " " not in span and span.lower() not in given_names()
     return single and (
         not before.strip(" \t\"'(“") or (span.isupper() and len(span) <= 4) or bool(_PLACE_PREPOSITION.search(before))
+    )
+
+
+def _in_quotation(text: str, start: int, end: int) -> bool:
+    """Is the span inside quoted lettering or speech: a quotation after a sign's verb or noun
+    ('a tattoo reads "Unity with Law Enforcers"', 'chants of "Sieg Heil"'), or a quoted sentence after a
+    comma or colon ('screaming, "Get Whitey!"')? A quoted name alone ('a portrait of "Maria Lopez"') and
+    a prompt wrapped in quotes stay people."""
+    before = text[:start]
+    i = max(before.rfind("“"), before.rfind('"'))
+    if i < 0 or (before[i] == '"' and before.count('"') % 2 == 0) or "”" in before[i:]:
+        return False
+    closes = [j for j in (text.find('"', end), text.find("”", end)) if j >= 0]
+    if not closes:
+        return False
+    quoted, lead = text[i + 1 : min(closes)], text[:i]
+    if not lead.strip():
+        return False
+    return bool(
+        _SIGN_TEXT.search(lead + '"')
+        or _INSCRIBED.search(lead[-60:])
+        or (re.search(r"[,:]\s*$", lead) and len(quoted.split()) >= 3)
     )
 
 
@@ -1359,8 +1493,17 @@ def _plausible_name(span: str) -> bool:
     return letters >= 2 and all(c.isalpha() or c in _NAME_PUNCT for c in span)
 
 
-def _is_style_reference(text: str, start: int, earlier: list[PersonMention]) -> bool:
-    """Is the name at ``start`` credited as an author/style ("by X", "in the style of X")?"""
+def _is_style_reference(
+    text: str,
+    start: int,
+    end: int,
+    earlier: list[PersonMention],
+    known: Container[str] = (),
+    kind: str | None = None,
+) -> bool:
+    """Is the name at ``start`` credited as an author/style ("by X", "in the style of X")? ``kind``: the
+    gazetteer's kind for the name; a famous person who is no artist ("by John Salt, Brad Pitt and ...")
+    is credited only by the explicit forms, not by a noun before "by" or a list."""
     before = text[max(0, start - 60) : start]
     if _STYLE_OF.search(before) or _STYLE_PREFIX.search(before):
         return True
@@ -1370,11 +1513,192 @@ def _is_style_reference(text: str, start: int, earlier: list[PersonMention]) -> 
         # "by X" opening a segment (", by X") or after a credit noun ("art by X"); not "walked by X"
         if word is None or punct or word.lower() in _CREDIT_NOUNS:
             return True
+    if kind not in (None, "artist"):
+        return False
     # "by Greg Rutkowski and Alphonse Mucha": a name chained to a credited name
     if earlier and earlier[-1].style_reference:
         gap = text[earlier[-1].end : start]
         if _AND_PREFIX.search(gap) and len(gap) <= 6:
             return True
+    if _STYLE_AFTER.match(text[end:]) or text[start:end].split()[-1].lower() in _STYLE_WORDS:
+        return True  # "jack kirby style", "a wes anderson aesthetic"
+    return (
+        _credits_by(before, text)
+        or _in_credited_list(text, start, earlier, known)
+        or _alone_in_modifier_list(text, start, end, known_artist=kind == "artist")
+    )
+
+
+def _alone_in_modifier_list(text: str, start: int, end: int, *, known_artist: bool = False) -> bool:
+    """A name that is a whole segment of a prompt's comma list of modifiers, not its first (the subject):
+    "giant robot in a field, simon stalenhag, muted colors", "a castle, remedios varo and leonora
+    carrington, surreal". A pictured person is named in the subject or with a relation or a verb; a
+    name of no gazetteer is pictured, too, beside a description of a person ("a knight, Bohdan Savchuk,
+    tall bearded man"), when the subject is an action ("fishing on a lake at dawn, ..., Tyler Brooks"),
+    or when the prompt is a picture of nobody else ("studio headshot, softbox lighting, Priya R.")."""
+    cuts = [m.start() for m in _SEGMENT_SEP.finditer(text)]
+    if len(cuts) < 2:
+        return False  # fewer than three segments: no list of modifiers
+    prev = max((c for c in cuts if c < start), default=-1)
+    if prev < 0:
+        return False  # the first segment is the subject
+    nxt = min((c for c in cuts if c >= end), default=len(text))
+    if len(cuts) < 3 and _ART_CONTEXT.search(text) is None:
+        return False  # three segments and no word of art: a sentence ("Our babysitter, Hailey, reading")
+    if _person_before(text[:prev]) or re.match(r"[,;|]\s*(?:who\b|[\w'-]+ing\b)", text[nxt:]):
+        return False  # an apposition: "my aunt, Esi Mensah, laughing"
+    name = text[start:end].strip().lower()
+    parts = [p.strip().lower() for p in re.split(r"\s+(?:and|&)\s+", text[prev + 1 : nxt])]
+    if name not in parts:
+        return False
+    if known_artist:
+        return True
+    first = text[: cuts[0]].strip()
+    before_seg = text[max((c for c in cuts if c < prev), default=-1) + 1 : prev]
+    after_seg = text[nxt + 1 : min((c for c in cuts if c > nxt), default=len(text))]
+    return not (
+        _ACTION_FIRST.match(first)
+        or _PICTURE_ONLY.match(first)
+        or _A_PERSON.search(before_seg)
+        or _A_PERSON.search(after_seg)
+    )
+
+
+# a prompt whose subject is an action ("fishing on a lake", "weaving a rug"), a picture with no subject
+# ("studio headshot"), a description of a person ("tall bearded man", "portrait of a nurse")
+_ACTION_FIRST = re.compile(
+    r"^\s*[a-z]+ing\s+(?:on|in|at|with|to|into|under|by|a|an|the|his|her|their)\b", re.IGNORECASE
+)
+_PICTURE_ONLY = re.compile(
+    r"^\s*(?:[\w-]+\s+){0,3}(?:portrait|headshot|photo|photograph|selfie|snapshot|picture)s?\s*$", re.IGNORECASE
+)
+_A_PERSON = re.compile(
+    r"\b(?:man|woman|men|women|boy|girl|child|kid|baby|toddler|teen|teenager|person|lady|gentleman|guy|"
+    r"grandmother|grandfather|grandma|grandpa|mother|father|mom|dad|nurse|doctor|teacher|student|knight|"
+    r"warrior|soldier|farmer|fisherman|fisherwoman|chef|bride|groom|worker|elder|monk|nun|priest)s?\b",
+    re.IGNORECASE,
+)
+
+
+def _credits_by(before: str, text: str) -> bool:
+    """``before`` ends with "by": does the name after it credit an author? "by X" opening a segment
+    (", by X"), after a credit noun ("art by X"), or after another noun in an art prompt ("a woman's
+    face by X"); not after a verb ("walked by X", "carried by X")."""
+    m = _BY_PREFIX.search(before)
+    if m is None:
+        return False
+    word, punct = m.group(1), m.group(2)
+    if word is None or punct or word.lower() in _CREDIT_NOUNS:
+        return True
+    low = word.lower()
+    if _ART_CONTEXT.search(text) is None or _agentive(low) or _acted_before(before[: m.start(1)] + low):
+        return False
+    # ... nor after a verb and an adverb or particle ("scrubbed clean by X", "handed back by X")
+    two = re.search(r"([\w'-]+)\s+[\w'-]+\s*$", before[: m.start(1)] + low)
+    after_verb = low.endswith("ly") or low in _RESULT_WORDS
+    return two is None or not after_verb or two.group(1).lower() in _CREDIT_NOUNS or not _agentive(two.group(1).lower())
+
+
+def _acted_before(clause: str) -> bool:
+    """A verb, then how, where or when, in the clause before "by": "a cake carried into the dark living
+    room by X", "the piano played softly in an empty hall by X", "a fence painted white by X"."""
+    words = re.split(r"[,;|.]", clause)[-1].lower().split()[-9:]
+    return any(
+        (_AGENTIVE.search(w) or w in _AGENTIVE_WORDS)
+        and (nx in _AFTER_VERB or nx.endswith("ly") or nx in _RESULT_WORDS)
+        for w, nx in itertools.pairwise(words)
+    )
+
+
+_AFTER_VERB = frozenset(
+    [
+        "to",
+        "into",
+        "onto",
+        "across",
+        "through",
+        "from",
+        "over",
+        "along",
+        "around",
+        "past",
+        "toward",
+        "towards",
+        "up",
+        "down",
+        "out",
+        "on",
+        "in",
+        "at",
+        "under",
+        "during",
+        "after",
+        "before",
+        "beside",
+        "near",
+        "inside",
+        "outside",
+        "behind",
+    ]
+)
+# the state a verb leaves a thing in ("scrubbed clean by X", "wiped dry by X")
+_RESULT_WORDS = frozenset(
+    [
+        "clean",
+        "dry",
+        "open",
+        "shut",
+        "flat",
+        "smooth",
+        "bare",
+        "empty",
+        "full",
+        "tight",
+        "straight",
+        "white",
+        "black",
+        "red",
+        "blue",
+        "green",
+        "yellow",
+        "pink",
+        "gray",
+        "grey",
+        "brown",
+    ]
+)
+
+
+def _agentive(word: str) -> bool:
+    """A verb form or particle before "by": the one named after it acts in the picture."""
+    return bool(_AGENTIVE.search(word)) or word in _AGENTIVE_WORDS
+
+
+def _in_credited_list(text: str, start: int, earlier: list[PersonMention], known: Container[str]) -> bool:
+    """A name in a comma list of names that other names credit: "by emiliano ponzi, james gilleard,
+    george ault", "greg rutkowski, james gurney, mignola, craig mullins". Walks back over segments that
+    are names (a mention, or words of no English vocabulary) to one that credits: a style reference,
+    an artist of the gazetteer, or "by NAME" that credits."""
+    head = text[:start]
+    if not re.search(r"(?:[,;&]|\band)\s*$", head, re.IGNORECASE):
+        return False  # the name does not open a segment of a list
+    cuts = [0, *(x for m in _LIST_SPLIT.finditer(head) for x in (m.start(), m.end())), len(head)]
+    for a, b in reversed(list(zip(cuts[0:-2:2], cuts[1:-2:2], strict=True))):
+        seg = head[a:b]
+        body = seg.strip()
+        if not body:
+            continue
+        s0 = a + len(seg) - len(seg.lstrip())
+        by = _ENDS_BY_NAME.search(body)
+        if by is not None and _credits_by(text[: s0 + by.start() + 2], text):
+            return True
+        if not _NAME_SEGMENT.match(body):
+            return False
+        here = [m for m in earlier if m.start < s0 + len(body) and m.end > s0]
+        if any(m.style_reference or (m.match is not None and m.match.figure.kind == "artist") for m in here):
+            return True
+        if not here and any(w.lower() in known for w in body.split()):
+            return False
     return False
 
 
