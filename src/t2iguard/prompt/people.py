@@ -1508,11 +1508,8 @@ def _is_style_reference(
     if _STYLE_OF.search(before) or _STYLE_PREFIX.search(before):
         return True
     m = _BY_PREFIX.search(before)
-    if m is not None:
-        word, punct = m.group(1), m.group(2)
-        # "by X" opening a segment (", by X") or after a credit noun ("art by X"); not "walked by X"
-        if word is None or punct or word.lower() in _CREDIT_NOUNS:
-            return True
+    if m is not None and _credit_form(m):
+        return True
     if kind not in (None, "artist"):
         return False
     # "by Greg Rutkowski and Alphonse Mucha": a name chained to a credited name
@@ -1587,16 +1584,17 @@ def _credits_by(before: str, text: str) -> bool:
     m = _BY_PREFIX.search(before)
     if m is None:
         return False
-    word, punct = m.group(1), m.group(2)
-    if word is None or punct or word.lower() in _CREDIT_NOUNS:
+    if _credit_form(m):
         return True
-    low = word.lower()
-    if _ART_CONTEXT.search(text) is None or _agentive(low) or _acted_before(before[: m.start(1)] + low):
-        return False
-    # ... nor after a verb and an adverb or particle ("scrubbed clean by X", "handed back by X")
-    two = re.search(r"([\w'-]+)\s+[\w'-]+\s*$", before[: m.start(1)] + low)
-    after_verb = low.endswith("ly") or low in _RESULT_WORDS
-    return two is None or not after_verb or two.group(1).lower() in _CREDIT_NOUNS or not _agentive(two.group(1).lower())
+    low = m.group(1).lower()
+    return not (_ART_CONTEXT.search(text) is None or _agentive(low) or _acted_before(before[: m.start(1)] + low))
+
+
+def _credit_form(by: re.Match[str]) -> bool:
+    """The explicit forms of a credit, for ``_BY_PREFIX``'s match: "by X" opening a segment (", by X",
+    ". by X") or after a credit noun ("art by X"); not "walked by X"."""
+    word, punct = by.group(1), by.group(2)
+    return word is None or bool(punct) or word.lower() in _CREDIT_NOUNS
 
 
 def _acted_before(clause: str) -> bool:
