@@ -281,8 +281,9 @@ _STYLE_AFTER = re.compile(
 )
 _SEGMENT_SEP = re.compile(r"[,;|]")
 # a segment of a comma list that is only a name ("..., mignola, ...")
-_NAME_SEGMENT = re.compile(r"^[^\W\d_][\w.'’-]*(?:\s+[^\W\d_][\w.'’-]*){0,3}$")
-_ENDS_BY_NAME = re.compile(r"\bby\s+[^\W\d_][\w.'’-]*(?:\s+[^\W\d_][\w.'’-]*){0,3}$", re.IGNORECASE)
+_NAME_RUN = r"[^\W\d_][\w.'’-]*(?:\s+[^\W\d_][\w.'’-]*){0,3}"  # one to four words that can be a name
+_NAME_SEGMENT = re.compile(rf"^{_NAME_RUN}$")
+_ENDS_BY_NAME = re.compile(rf"\bby\s+{_NAME_RUN}$", re.IGNORECASE)
 _LIST_SPLIT = re.compile(r"[,;]|\band\b|&", re.IGNORECASE)
 
 
