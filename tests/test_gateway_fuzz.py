@@ -26,7 +26,9 @@ SECONDS = int(os.environ.get("T2IGUARD_FUZZ_SECONDS", "45"))
 
 
 def test_schemathesis_fuzz(tmp_path: Path) -> None:
-    st = shutil.which("schemathesis") or str(Path(sys.executable).parent / "schemathesis")
+    # the schemathesis of this interpreter's environment first, not whichever comes first on PATH
+    own = Path(sys.executable).parent / "schemathesis"
+    st = str(own) if own.exists() else shutil.which("schemathesis") or str(own)
     policy = yaml.safe_load(default_policy_path().read_text())
     policy["penalties"]["enabled"] = False  # fuzzed prompts must not suspend the fuzzer's key
     (tmp_path / "policy.yaml").write_text(yaml.safe_dump(policy))
