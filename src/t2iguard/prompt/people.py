@@ -1603,8 +1603,7 @@ def _acted_before(clause: str) -> bool:
     room by X", "the piano played softly in an empty hall by X", "a fence painted white by X"."""
     words = re.split(r"[,;|.]", clause)[-1].lower().split()[-9:]
     return any(
-        (_AGENTIVE.search(w) or w in _AGENTIVE_WORDS)
-        and (nx in _AFTER_VERB or nx.endswith("ly") or nx in _RESULT_WORDS)
+        _agentive(w) and (nx in _AFTER_VERB or nx.endswith("ly") or nx in _RESULT_WORDS)
         for w, nx in itertools.pairwise(words)
     )
 
@@ -1676,7 +1675,7 @@ def _agentive(word: str) -> bool:
 def _in_credited_list(text: str, start: int, earlier: list[PersonMention], known: Container[str]) -> bool:
     """A name in a comma list of names that other names credit: "by emiliano ponzi, james gilleard,
     george ault", "greg rutkowski, james gurney, mignola, craig mullins". Walks back over segments that
-    are names (a mention, or words of no English vocabulary) to one that credits: a style reference,
+    are names (a mention, or words none of which is a common English word) to one that credits: a style reference,
     an artist of the gazetteer, or "by NAME" that credits."""
     head = text[:start]
     if not re.search(r"(?:[,;&]|\band)\s*$", head, re.IGNORECASE):
