@@ -9,7 +9,9 @@ ever downloaded — Presidio's default configuration would fetch ``en_core_web_l
   misses, counts as a person when it starts with a known given name (``data/given_names.txt`` and
   the US census first names, ``data/given_names_census*.txt``) or an honorific (``Mr.``, ``Dr.``);
   honorifics are included in the span. A name that modifies the common noun after it (spaCy's
-  part-of-speech tags) names a thing, not a person ("a John Deere tractor", "a Jack Russell terrier").
+  part-of-speech tags) names a thing, not a person ("a John Deere tractor", "a Jack Russell terrier"),
+  and so does a name inside one of ``data/named_things.txt``'s brands, shops, dishes, breeds and
+  places ("Krispy Kreme", "at a Wendy's", "Anna's hummingbird", "Buenos Aires").
 * :class:`PublicFigureRecognizer` — exact gazetteer names and aliases anywhere in the prompt, in
   any case (``XI JINPING``, ``kim jong un``) and script (``习近平``).
 * Presidio's pattern recognizers for e-mail addresses (validated offline, without ``tldextract``'s
@@ -1116,51 +1118,120 @@ _NAMED_NONPERSON = re.compile(
 _PET_BEFORE = re.compile(rf"\b(?:my|our|his|her|their|your)\s+(?:[\w-]+\s+)?(?:{_ANIMALS})s?\s*,?\s*$", re.IGNORECASE)
 # ... or an apposition ("Max the golden retriever", "Mr. Whiskers, the persian cat")
 _PET_AFTER = re.compile(rf"^\s*,?\s*the\s+(?:[\w-]+\s+){{0,2}}?(?:{_ANIMALS})s?\b", re.IGNORECASE)
-# well-known landmarks and brands that hold a given name
-_NAMED_THINGS = re.compile(
-    "|".join(
-        re.escape(t)
-        for t in (
-            "big ben",
-            "queen mary",
-            "star of david",
-            "union jack",
-            "adam's apple",
-            "good humor",
-            "oscar mayer",
-            "jack daniel's",
-            "ben & jerry's",
-            "dr pepper",
-            "dr. pepper",
-            "papa john's",
-            "trader joe's",
-            "tim hortons",
-            "uncle ben's",
-            "chuck e. cheese",
-            # cars, guitars, drinks, dishes, breeds and plants named with a person's name
-            "aston martin",
-            "fender stratocaster",
-            "tom collins",
-            "bloody mary",
-            "general tso",
-            "eggs benedict",
-            "beef wellington",
-            "lazy susan",
-            "black-eyed susan",
-            "sweet william",
-            "jack-in-the-pulpit",
-            "king charles spaniel",
-            "gordon setter",
-            "sara lee",
-            "betty crocker",
-            "little debbie",
-            "aunt jemima",
-            "johnnie walker",
-            "jim beam",
-        )
-    ),
-    re.IGNORECASE,
+# a one-word name of a thing that is also a given name counts after one of these ("a Wendy's", "her
+# Mercedes") ...
+_THING_DETERMINER = re.compile(r"\b(?:a|an|the|his|her|my|our|their|your|this|that)\s+$", re.IGNORECASE)
+# ... or, for a possessive ("Wendy's"), after "at" and before the end of a clause or a preposition
+# ("lunch at Wendy's", not "dinner at Wendy's house") ...
+_AT_SHOP = re.compile(r"\bat\s+(?:the\s+)?$", re.IGNORECASE)
+_SHOP_END = re.compile(r"\s*(?:$|[,.;:!?)]|(?:in|on|near|next|across|off|downtown)\b)", re.IGNORECASE)
+# ... or before a word of its shop or product ("Nathan's hot dogs", "a Mercedes sedan")
+_PRODUCT_AFTER = _THINGS | frozenset(
+    [
+        "hot",
+        "fries",
+        "burger",
+        "burgers",
+        "frosty",
+        "drive-thru",
+        "drive-through",
+        "menu",
+        "franchise",
+        "storefront",
+        "dealership",
+        "lipstick",
+        "perfume",
+        "fragrance",
+        "sedan",
+        "convertible",
+        "coupe",
+        "roadster",
+        "motorcycle",
+        "motorbike",
+    ]
 )
+
+
+@dataclass(frozen=True)
+class _NamedThings:
+    """The names of ``data/named_things.txt`` as two patterns: names matched anywhere, and one-word
+    names that are also given names, matched only in the context the file's header describes."""
+
+    anywhere: re.Pattern[str]
+    in_context: re.Pattern[str]
+
+    def covers(self, text: str, start: int, end: int) -> bool:
+        """True when the span ``text[start:end]`` is part of a named thing: a match covers it, but for
+        a determiner before it ("An Arnold Palmer") or lower-case words after it ("jack pine forest")."""
+        for m in itertools.chain(self.anywhere.finditer(text), self._in_context(text)):
+            m_start, m_end = m.span(1)
+            head, tail = text[start : max(start, m_start)], text[min(end, m_end) : end]
+            if m_end <= start or m_start >= end:
+                continue
+            if head.strip() and not _THING_DETERMINER.search(" " + head):
+                continue
+            if tail.strip() and not (tail.islower() and not any(w in given_names() for w in tail.split())):
+                continue
+            return True
+        return False
+
+    def _in_context(self, text: str) -> list[re.Match[str]]:
+        out = []
+        for m in self.in_context.finditer(text):
+            before, after = text[: m.start(1)], text[m.end(1) :]
+            nxt = re.match(r"\s+([\w-]+)", after)
+            if (
+                _THING_DETERMINER.search(before)
+                or (m.group(1)[-2:].lower() in ("'s", "’s") and _AT_SHOP.search(before) and _SHOP_END.match(after))
+                or (nxt is not None and nxt.group(1).lower() in _PRODUCT_AFTER)
+            ):
+                out.append(m)
+        return out
+
+
+def _thing_pattern(names: list[str]) -> re.Pattern[str]:
+    def one(name: str) -> str:
+        out = []
+        for ch in name:
+            if ch in "'’":
+                out.append("['’]?")
+            elif ch in " -":
+                out.append(r"[\s-]*")
+            elif ch == "&":
+                out.append(r"(?:&|\+|and|n)")
+            elif ch == ".":
+                out.append(r"\.?")
+            else:
+                out.append(re.escape(ch))
+        # a plural ("Black-eyed Susans"); a name that is no possessive is not read inside one
+        # ("Madeleine's house")
+        tail = "" if name.endswith("'s") else r"(?:e?s)?(?!['’]s\b)"
+        return "".join(out) + tail
+
+    body = "|".join(one(n) for n in sorted(names, key=len, reverse=True))
+    # a lookahead, so that overlapping names are all found ("Cavalier King Charles Spaniel")
+    return re.compile(rf"(?<!\w)(?=((?:{body})(?!\w)))", re.IGNORECASE)
+
+
+@lru_cache(maxsize=1)
+def named_things() -> _NamedThings:
+    """The names of things that hold a person's name (``data/named_things.txt``)."""
+    ref = resources.files("t2iguard.prompt").joinpath("data/named_things.txt")
+    names = [
+        line.strip().lower()
+        for line in ref.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    given = name_words()
+
+    def name_like(name: str) -> bool:
+        word = re.sub(r"['’]s$", "", name)
+        return " " not in word and word in given
+
+    return _NamedThings(
+        anywhere=_thing_pattern([n for n in names if not name_like(n)]),
+        in_context=_thing_pattern([n for n in names if name_like(n)]),
+    )
 
 
 def _not_a_person(text: str, start: int, end: int, sources: list[str]) -> bool:
@@ -1200,7 +1271,7 @@ def _not_a_person(text: str, start: int, end: int, sources: list[str]) -> bool:
         return True
     if _GREETING.search(before) and _INSCRIBED.search(before):
         return True
-    if any(m.start() <= start and end <= m.end() + 2 for m in _NAMED_THINGS.finditer(text)):
+    if named_things().covers(text, start, end):
         return True
     if sources != ["ner"]:
         return False
