@@ -11,14 +11,16 @@ uncached analysis per prompt (spaCy NER + Presidio recognizers + gazetteer), aft
 
 Second part, the written prompts of ``bench/data/people_captions.yaml`` (1,939, see its header),
 ``people_captions_2.yaml`` (1,281), ``people_captions_3.yaml`` (981) and ``people_captions_4.yaml`` to
-``_7.yaml`` (660, 590, 620, 630), each written later as a fresh held-out set for the next change of the
-people rules (see their headers; the last four are art prompts that credit creators, pictured private
-people, and private people named after "by" as the ones who act, reported per group; in the last two the
-writers marked the pictured names, and the report counts whether that name was found): the default
+``_8.yaml`` (660, 590, 620, 630, 620), each written later as a fresh held-out set for the next change of the
+people rules (see their headers; F4 to F7 are art prompts that credit creators, pictured private people,
+and private people named after "by" as the ones who act, reported per group; F8 is everyday prompts that
+name a brand, a food, a breed or a place holding a person's name, with no person or beside a pictured
+private person; in F6 to F8 the writers marked the pictured names, and the report counts whether that
+name was found): the default
 policy's prompt checks on captions that name nobody (how many the people checks flag: anonymized or
 blocked as naming someone — false positives), on prompts naming invented private people (how many get
 a ``private_individual`` flag) and on prompts naming famous people (how many are recognised as public
-figures), on the DEV and HELD halves of the first file and on the whole later files (``F2`` to ``F7``).
+figures), on the DEV and HELD halves of the first file and on the whole later files (``F2`` to ``F8``).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ CAPTIONS_MORE = {
     "F5": Path(__file__).parent / "data" / "people_captions_5.yaml",
     "F6": Path(__file__).parent / "data" / "people_captions_6.yaml",
     "F7": Path(__file__).parent / "data" / "people_captions_7.yaml",
+    "F8": Path(__file__).parent / "data" / "people_captions_8.yaml",
 }
 PEOPLE_STAGES = frozenset({"public_figure", "anonymize"})
 
@@ -78,7 +81,7 @@ def written_captions(models: ModelCache) -> dict[str, dict[str, int]]:
     for label, path in {"": CAPTIONS, **CAPTIONS_MORE}.items():
         spec = yaml.safe_load(path.read_text(encoding="utf-8"))
         # a set's `group` (credit, depicted, ...) refines its kind in the report
-        # ... and its `pictured` lists the names of the people a prompt pictures (files 6 and 7)
+        # ... and its `pictured` lists the names of the people a prompt pictures (files 6 to 8)
         items += [
             (s["people"] + (f" ({s['group']})" if "group" in s else ""), str(p), label, names)
             for s in spec["sets"]
@@ -181,7 +184,7 @@ def main() -> None:
         "Misclassified: " + "; ".join(r["prompt"] for r in res["errors"]) if res["errors"] else "Misclassified: none",
         "",
         "Written prompts (`bench/data/people_captions.yaml`, DEV and HELD halves; `people_captions_2.yaml`,"
-        " F2; `people_captions_3.yaml` to `_7.yaml`, F3 to F7), the default policy's prompt checks. In F6 and F7"
+        " F2; `people_captions_3.yaml` to `_8.yaml`, F3 to F8), the default policy's prompt checks. In F6 to F8"
         " the writers marked each pictured private person's name: the last column counts prompts whose marked"
         " name itself was found as a private person.",
         "",
