@@ -262,6 +262,38 @@ def test_closed_vocabulary_augmentation_flagged_on_recheck_is_kept_and_recorded(
     assert not [e for e in d.trace if e.evidence.get("recheck") and e.action >= Action.REVIEW]
 
 
+def test_optional_rewrite_whose_recheck_asks_for_a_transform_is_dropped_not_blocked() -> None:
+    """A re-check verdict of 'transform' would end in a block ('still flagged after rewriting'): when an
+    optional rewrite made it, the rewrite is dropped, even a closed-vocabulary one, and the prompt as
+    written goes on; a required rewrite that makes it still blocks."""
+
+    class AddsDescriptor(AddsFlag):
+        closed_vocabulary: ClassVar[bool] = True
+
+    reg = registry()
+    reg.register("adds_flag", AddsFlag)
+    reg.register("adds_descriptor", AddsDescriptor)
+    for augmentation in ("adds_flag", "adds_descriptor"):
+        pol = policy_from_dict(
+            {
+                "name": "t",
+                "categories": {"sexual": {"action": "transform", "threshold": 0.5}},
+                "stages": [{"stage": "counts"}, {"stage": augmentation}],
+            }
+        )
+        d = SafetyStack(pol, registry=reg).check_prompt("a lake at dawn")
+        assert d.action == Action.ALLOW and d.prompt == "a lake at dawn", augmentation
+        dropped = [e for e in d.trace if e.stage == "pipeline" and e.evidence.get("dropped") == [augmentation]]
+        assert dropped and dropped[0].evidence["recheck_flagged"][0]["action"] == "transform"
+        assert not [e for e in d.trace if e.stage == "pipeline" and "still flagged" in (e.message or "")]
+    AddsFlag.optional = False
+    try:
+        d = SafetyStack(pol, registry=reg).check_prompt("a lake at dawn")
+        assert d.action == Action.BLOCK and "still flagged" in (d.decided_by[0].message or "")
+    finally:
+        AddsFlag.optional = True
+
+
 def test_batch_keeps_order_and_reports_bad_inputs_in_place() -> None:
     s = SafetyStack()
     out = s.check_prompts(["a calm lake", "", 42, "a n4k3d man", "x" * 5000, b"\xff\xfe"])

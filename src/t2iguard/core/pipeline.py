@@ -233,7 +233,10 @@ class SafetyStack:
         self._transform_and_recheck(checks, transforms, active)
         # A re-check that flags only because of an optional rewrite (diversity) never refuses the
         # request: a closed-vocabulary augmentation is kept and the verdict recorded, any other
-        # optional rewrite is dropped and the required transforms run again.
+        # optional rewrite is dropped and the required transforms run again. A re-check that asks for
+        # a transform (a name, read in "elderly man Apprehended" after diversity rewrote "Individual")
+        # would end in a block (_prompt_decision): the optional rewrite is then always dropped, since
+        # that re-check is also what shows the required anonymization worked.
         optional = {t.name for t in transforms if getattr(t, "optional", False)}
         closed = {t.name for t in transforms if t.name in optional and getattr(t, "closed_vocabulary", False)}
         required = [t for t in transforms if t.name not in optional]
@@ -241,14 +244,17 @@ class SafetyStack:
         for s in active:
             n_results, n_ctx, n_changes, normalized = snapshots[id(s)]
             added = {c.stage for c in s.changes[n_changes:]}
-            if not (s.rechecked and s.ctx.proposed >= Action.REVIEW and added & optional):
+            if not (s.rechecked and added & optional):
                 continue
             flagged = [
                 e
                 for r in s.results[n_results:]
                 for e in r.trace
-                if e.evidence.get("recheck") and e.action >= Action.REVIEW
+                if e.evidence.get("recheck") and (e.action >= Action.REVIEW or e.action == Action.TRANSFORM)
             ]
+            transform_asked = any(e.action == Action.TRANSFORM for e in flagged)
+            if not (s.ctx.proposed >= Action.REVIEW or transform_asked):
+                continue
             why = "; ".join(
                 f"{e.stage}: {e.category} {e.score:.2f} >= {e.threshold:.2f}"
                 if e.score is not None and e.threshold is not None
@@ -256,7 +262,7 @@ class SafetyStack:
                 for e in flagged
             )
             evidence: dict[str, Any] = {"recheck_flagged": [e.model_dump(mode="json") for e in flagged]}
-            if added <= closed:
+            if added <= closed and not transform_asked:
                 # keep the rewrite; drop the re-check's results, whose verdicts only the added
                 # descriptors changed (they stay in the evidence for reviewers)
                 keep = n_results + sum(1 for r in s.results[n_results:] if r.phase == Phase.PROMPT_TRANSFORM)
