@@ -366,13 +366,15 @@ class PeopleAnalysis:
         return any(not p.style_reference for p in self.people)
 
 
-def _name_file(name: str) -> frozenset[str]:
+def _data_lines(name: str) -> list[str]:
+    """The lines of ``data/{name}`` that are not comments, stripped and lower-cased."""
     ref = resources.files("t2iguard.prompt").joinpath(f"data/{name}")
-    words: set[str] = set()
-    for line in ref.read_text(encoding="utf-8").splitlines():
-        if not line.lstrip().startswith("#"):
-            words.update(w.strip().lower() for w in line.split() if w.strip())
-    return frozenset(words)
+    lines = (line.strip().lower() for line in ref.read_text(encoding="utf-8").splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def _name_file(name: str) -> frozenset[str]:
+    return frozenset(w for line in _data_lines(name) for w in line.split())
 
 
 @lru_cache(maxsize=1)
@@ -1165,9 +1167,9 @@ class _NamedThings:
         a determiner before it ("An Arnold Palmer") or lower-case words after it ("jack pine forest")."""
         for m in itertools.chain(self.anywhere.finditer(text), self._in_context(text)):
             m_start, m_end = m.span(1)
-            head, tail = text[start : max(start, m_start)], text[min(end, m_end) : end]
             if m_end <= start or m_start >= end:
                 continue
+            head, tail = text[start : max(start, m_start)], text[min(end, m_end) : end]
             if head.strip() and not _THING_DETERMINER.search(" " + head):
                 continue
             if tail.strip() and not (tail.islower() and not any(w in given_names() for w in tail.split())):
@@ -1216,12 +1218,7 @@ def _thing_pattern(names: list[str]) -> re.Pattern[str]:
 @lru_cache(maxsize=1)
 def named_things() -> _NamedThings:
     """The names of things that hold a person's name (``data/named_things.txt``)."""
-    ref = resources.files("t2iguard.prompt").joinpath("data/named_things.txt")
-    names = [
-        line.strip().lower()
-        for line in ref.read_text(encoding="utf-8").splitlines()
-        if line.strip() and not line.lstrip().startswith("#")
-    ]
+    names = _data_lines("named_things.txt")
     given = name_words()
 
     def name_like(name: str) -> bool:
