@@ -47,15 +47,7 @@ from t2iguard.prompt.people import get_people_analyzer
 
 CAPTIONS = Path(__file__).parent / "data" / "people_captions.yaml"
 # the other files of written prompts and their labels in the report
-CAPTIONS_MORE = {
-    "F2": Path(__file__).parent / "data" / "people_captions_2.yaml",
-    "F3": Path(__file__).parent / "data" / "people_captions_3.yaml",
-    "F4": Path(__file__).parent / "data" / "people_captions_4.yaml",
-    "F5": Path(__file__).parent / "data" / "people_captions_5.yaml",
-    "F6": Path(__file__).parent / "data" / "people_captions_6.yaml",
-    "F7": Path(__file__).parent / "data" / "people_captions_7.yaml",
-    "F8": Path(__file__).parent / "data" / "people_captions_8.yaml",
-}
+CAPTIONS_MORE = {f"F{i}": CAPTIONS.with_name(f"people_captions_{i}.yaml") for i in range(2, 9)}
 PEOPLE_STAGES = frozenset({"public_figure", "anonymize"})
 
 

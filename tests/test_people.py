@@ -283,6 +283,14 @@ def test_public_figure_transform_policy_describes_them(models: ModelCache) -> No
         # one word, an action verb and a personal pronoun after it
         ("Rose trimming the hedges in her front garden.", "Rose"),
         ("Tamati teaching his nephew to fish off the pier.", "Tamati"),
+        # a one-word name of a thing that is also a given name needs an article, "at" or a product
+        # word: without them it is the person
+        ("Wendy's birthday party in the back garden.", "Wendy"),
+        ("Dinner at Wendy's house with her parents.", "Wendy"),
+        ("Mercedes walking her dog along the river.", "Mercedes"),
+        ("Clementine reading on the porch.", "Clementine"),
+        # a name that only starts like a named thing stays a person
+        ("Jack Russell Okafor fixing a fence.", "Jack Russell Okafor"),
     ],
 )
 def test_private_names_near_places_and_signs_are_still_people(analyzer: PeopleAnalyzer, prompt: str, name: str) -> None:
@@ -427,6 +435,18 @@ def test_public_figures_written_in_other_ways(analyzer: PeopleAnalyzer, prompt: 
         "A vintage Aston Martin parked outside a hotel.",
         "A Martin acoustic guitar leaning on an amp.",
         "A Bloody Mary with a celery stick.",
+        # brands, shops, dishes, breeds, species and places of data/named_things.txt
+        "A paper bag of fries from a Wendy's on the dashboard.",
+        "Three Nathan's hot dogs with mustard on a paper plate.",
+        "A jar of Hellmann's mayonnaise next to a sandwich.",
+        "A Christian Dior handbag in a shop window.",
+        "Marie Callender's pot pie cooling on a rack.",
+        "A Cavalier King Charles Spaniel asleep on a velvet cushion.",
+        "Black-eyed Susans along a wooden fence.",
+        "Anna's hummingbird hovering at a red feeder.",
+        "jack pine forest after a summer storm",
+        "her Mercedes parked outside the bakery",
+        "Sunset over the Serengeti with acacia trees.",
     ],
 )
 def test_things_and_places_named_like_people_are_nobody(analyzer: PeopleAnalyzer, prompt: str) -> None:
@@ -501,44 +521,6 @@ def test_a_famous_non_artist_listed_after_a_credit_is_depicted(analyzer: PeopleA
 )
 def test_symbols_lettering_and_speech_name_nobody_private(analyzer: PeopleAnalyzer, prompt: str) -> None:
     assert analyzer.analyze(prompt).private == []
-
-
-@pytest.mark.parametrize(
-    "prompt",
-    [
-        # brands, shops, dishes, breeds, species and places of data/named_things.txt
-        "A paper bag of fries from a Wendy's on the dashboard.",
-        "Three Nathan's hot dogs with mustard on a paper plate.",
-        "A jar of Hellmann's mayonnaise next to a sandwich.",
-        "A Christian Dior handbag in a shop window.",
-        "Marie Callender's pot pie cooling on a rack.",
-        "A Cavalier King Charles Spaniel asleep on a velvet cushion.",
-        "Black-eyed Susans along a wooden fence.",
-        "Anna's hummingbird hovering at a red feeder.",
-        "jack pine forest after a summer storm",
-        "her Mercedes parked outside the bakery",
-        "Sunset over the Serengeti with acacia trees.",
-    ],
-)
-def test_named_things_are_nobody(analyzer: PeopleAnalyzer, prompt: str) -> None:
-    assert [m.text for m in analyzer.analyze(prompt).people] == []
-
-
-@pytest.mark.parametrize(
-    ("prompt", "name"),
-    [
-        # a one-word name of a thing that is also a given name needs an article, "at" or a product
-        # word: without them it is the person
-        ("Wendy's birthday party in the back garden.", "Wendy"),
-        ("Dinner at Wendy's house with her parents.", "Wendy"),
-        ("Mercedes walking her dog along the river.", "Mercedes"),
-        ("Clementine reading on the porch.", "Clementine"),
-        # a name that only starts like a named thing stays a person
-        ("Jack Russell Okafor fixing a fence.", "Jack Russell Okafor"),
-    ],
-)
-def test_people_named_like_things_stay_people(analyzer: PeopleAnalyzer, prompt: str, name: str) -> None:
-    assert [m.text for m in analyzer.analyze(prompt).private] == [name]
 
 
 def test_a_quoted_name_alone_or_a_quoted_prompt_is_still_a_person(analyzer: PeopleAnalyzer) -> None:

@@ -278,9 +278,7 @@ _AGENTIVE_WORDS = frozenset(
 )
 # after a name, it names a style ("jack kirby style", "wes anderson aesthetic", "a giger-inspired hall")
 _STYLE_WORDS = frozenset(["style", "styled", "aesthetic", "aesthetics", "cinematography", "esque"])
-_STYLE_AFTER = re.compile(
-    r"^\s*-?\s*(?:style|styled|aesthetics?|inspired|esque|cinematography|art\s+style)\b", re.IGNORECASE
-)
+_STYLE_AFTER = re.compile(rf"^\s*-?\s*(?:{'|'.join(sorted(_STYLE_WORDS | {'inspired'}))}|art\s+style)\b", re.IGNORECASE)
 _SEGMENT_SEP = re.compile(r"[,;|]")
 # a segment of a comma list that is only a name ("..., mignola, ...")
 _NAME_RUN = r"[^\W\d_][\w.'’-]*(?:\s+[^\W\d_][\w.'’-]*){0,3}"  # one to four words that can be a name
